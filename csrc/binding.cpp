@@ -1,0 +1,245 @@
+// pybind11 module mnv3ext._C over the torch-free kernels.
+// Two surfaces: *_ptr functions on raw addresses (what mnv3ext/ops.py calls after validating
+// torch tensors; ~0.1 us per call) and numpy functions that validate and allocate themselves
+// (for users and for emulated tests that have no torch).
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <cstdint>
+#include <map>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "kernels/dispatch.h"
+#include "kernels/driver.h"
+
+namespace py = pybind11;
+using namespace mnv3ext;
+
+namespace {
+
+const std::map<std::string, Activation>& activation_names() {
+  static const std::map<std::string, Activation> names{
+      {"none", Activation::kNone},           {"relu", Activation::kRelu},
+      {"relu6", Activation::kRelu6},         {"hardswish", Activation::kHardswish},
+      {"hardsigmoid", Activation::kHardsigmoid}, {"sigmoid", Activation::kSigmoid}};
+  return names;
+}
+
+Activation parse_activation(const std::string& name, const char* argument) {
+  auto it = activation_names().find(name);
+  if (it == activation_names().end())
+    throw std::invalid_argument(std::string(argument) + ": unknown value '" + name + "'");
+  return it->second;
+}
+
+template <typename T>
+T* address(uintptr_t value) {
+  return reinterpret_cast<T*>(value);
+}
+
+using FloatArray = py::array_t<float, py::array::c_style>;
+
+// float32 only: silently casting float64 would hide a user's mistake.
+FloatArray as_float32(const py::handle& object, const char* argument) {
+  py::array array = py::array::ensure(object);
+  if (!array) throw py::type_error(std::string(argument) + ": expected a numpy array");
+  if (!array.dtype().is(py::dtype::of<float>()))
+    throw py::type_error(std::string(argument) + ": expected dtype float32, got " +
+                         std::string(py::str(array.dtype())));
+  return FloatArray::ensure(array);
+}
+
+void require_ndim(const FloatArray& array, std::vector<int> allowed, const char* argument) {
+  for (int n : allowed)
+    if (array.ndim() == n) return;
+  throw std::invalid_argument(std::string(argument) + ": wrong number of dimensions (" +
+                              std::to_string(array.ndim()) + ")");
+}
+
+std::vector<int> padding4(const std::vector<int>& padding) {
+  if (padding.size() == 2) return {padding[0], padding[1], padding[0], padding[1]};
+  if (padding.size() == 4) return padding;
+  throw std::invalid_argument("padding: expected 2 (symmetric) or 4 (top, left, bottom, right) values");
+}
+
+std::vector<int> pair(const std::vector<int>& values, const char* argument) {
+  if (values.size() != 2) throw std::invalid_argument(std::string(argument) + ": expected 2 values");
+  return values;
+}
+
+FloatArray pack_dwconv_numpy(const py::handle& weight_obj, const py::handle& bias_obj) {
+  FloatArray weight = as_float32(weight_obj, "weight");
+  require_ndim(weight, {3, 4}, "weight");
+  const int64_t channels = weight.shape(0);
+  if (weight.ndim() == 4 && weight.shape(1) != 1)
+    throw std::invalid_argument("weight: expected shape (C, 1, kh, kw)");
+  const int64_t kh = weight.shape(weight.ndim() - 2), kw = weight.shape(weight.ndim() - 1);
+  if (kh < 1 || kh > 7 || kw < 1 || kw > 7)
+    throw std::invalid_argument("weight: kernel size must be between 1 and 7");
+  const float* bias_data = nullptr;
+  FloatArray bias;
+  if (!bias_obj.is_none()) {
+    bias = as_float32(bias_obj, "bias");
+    if (bias.ndim() != 1 || bias.shape(0) != channels)
+      throw std::invalid_argument("bias: expected shape (C,) matching weight");
+    bias_data = bias.data();
+  }
+  FloatArray packed(packed_dwconv_floats(channels, int(kh), int(kw)));
+  pack_dwconv_weights(weight.data(), bias_data, channels, int(kh), int(kw), packed.mutable_data());
+  return packed;
+}
+
+FloatArray dwconv2d_numpy(const py::handle& input_obj, const py::handle& weight_obj,
+                          const py::handle& bias_obj, std::vector<int> stride,
+                          std::vector<int> padding, std::vector<int> dilation,
+                          const std::string& activation, bool channels_last, int threads) {
+  FloatArray input = as_float32(input_obj, "input");
+  require_ndim(input, {4}, "input");
+  FloatArray weight = as_float32(weight_obj, "weight");
+  require_ndim(weight, {3, 4}, "weight");
+  const int64_t n = input.shape(0);
+  const int64_t c = channels_last ? input.shape(3) : input.shape(1);
+  const int64_t h = channels_last ? input.shape(1) : input.shape(2);
+  const int64_t w = channels_last ? input.shape(2) : input.shape(3);
+  if (weight.shape(0) != c)
+    throw std::invalid_argument("weight: first dimension must equal the input's channels");
+  stride = pair(stride, "stride");
+  dilation = pair(dilation, "dilation");
+  const std::vector<int> pads = padding4(padding);
+  const int kh = int(weight.shape(weight.ndim() - 2)), kw = int(weight.shape(weight.ndim() - 1));
+  const DwConvShape shape =
+      make_dwconv_shape(n, c, h, w, kh, kw, stride[0], stride[1], dilation[0], dilation[1],
+                        pads[0], pads[1], pads[2], pads[3],
+                        parse_activation(activation, "activation"));
+  FloatArray packed = pack_dwconv_numpy(weight_obj, bias_obj);
+  std::vector<py::ssize_t> out_shape =
+      channels_last ? std::vector<py::ssize_t>{n, shape.out_h, shape.out_w, c}
+                    : std::vector<py::ssize_t>{n, c, shape.out_h, shape.out_w};
+  FloatArray output(out_shape);
+  {
+    py::gil_scoped_release release;
+    dwconv2d(shape, input.data(), packed.data(), output.mutable_data(), channels_last, threads);
+  }
+  return output;
+}
+
+FloatArray squeeze_excite_numpy(const py::handle& input_obj, const py::handle& fc1_weight_obj,
+                                const py::handle& fc1_bias_obj, const py::handle& fc2_weight_obj,
+                                const py::handle& fc2_bias_obj, const std::string& activation,
+                                const std::string& gate, bool channels_last, int threads) {
+  FloatArray input = as_float32(input_obj, "input");
+  require_ndim(input, {4}, "input");
+  FloatArray fc1 = as_float32(fc1_weight_obj, "fc1_weight");
+  FloatArray fc2 = as_float32(fc2_weight_obj, "fc2_weight");
+  require_ndim(fc1, {2, 4}, "fc1_weight");
+  require_ndim(fc2, {2, 4}, "fc2_weight");
+  const int64_t n = input.shape(0);
+  const int64_t c = channels_last ? input.shape(3) : input.shape(1);
+  const int64_t hw = channels_last ? input.shape(1) * input.shape(2)
+                                   : input.shape(2) * input.shape(3);
+  const int64_t s = fc1.shape(0);
+  if (fc1.shape(1) != c || (fc1.ndim() == 4 && (fc1.shape(2) != 1 || fc1.shape(3) != 1)))
+    throw std::invalid_argument("fc1_weight: expected shape (S, C) or (S, C, 1, 1)");
+  if (fc2.shape(0) != c || fc2.shape(1) != s ||
+      (fc2.ndim() == 4 && (fc2.shape(2) != 1 || fc2.shape(3) != 1)))
+    throw std::invalid_argument("fc2_weight: expected shape (C, S) or (C, S, 1, 1)");
+  auto optional_bias = [](const py::handle& obj, int64_t size, const char* argument,
+                          FloatArray& keep) -> const float* {
+    if (obj.is_none()) return nullptr;
+    keep = as_float32(obj, argument);
+    if (keep.ndim() != 1 || keep.shape(0) != size)
+      throw std::invalid_argument(std::string(argument) + ": wrong shape");
+    return keep.data();
+  };
+  FloatArray b1_keep, b2_keep;
+  const float* b1 = optional_bias(fc1_bias_obj, s, "fc1_bias", b1_keep);
+  const float* b2 = optional_bias(fc2_bias_obj, c, "fc2_bias", b2_keep);
+  const SeShape shape = make_se_shape(n, c, hw, s, parse_activation(activation, "activation"),
+                                      parse_activation(gate, "gate"));
+  FloatArray output(std::vector<py::ssize_t>(input.shape(), input.shape() + 4));
+  {
+    py::gil_scoped_release release;
+    squeeze_excite(shape, input.data(), fc1.data(), b1, fc2.data(), b2, output.mutable_data(),
+                   channels_last, threads);
+  }
+  return output;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_C, m) {
+  m.doc() = "mnv3ext kernels: fused depthwise conv + activation and fused squeeze-excite";
+  py::register_exception_translator([](std::exception_ptr p) {
+    try {
+      if (p) std::rethrow_exception(p);
+    } catch (const std::invalid_argument& e) {
+      PyErr_SetString(PyExc_ValueError, e.what());
+    }
+  });
+
+  py::dict codes;
+  for (const auto& [name, value] : activation_names()) codes[py::str(name)] = int(value);
+  m.attr("ACTIVATION_CODES") = codes;
+  m.attr("CHANNEL_ALIGN") = kChannelAlign;
+
+  m.def("available_isas", &available_isas, "ISAs compiled in and supported by this CPU");
+  m.def("best_isa", &best_isa, "The fastest available ISA");
+  m.def("isa", [] { return std::string(active_kernels().name); }, "The ISA in use");
+  m.def("set_isa", &select_isa, py::arg("name"), "Switch the ISA in use (tests, benchmarks)");
+  m.def("packed_dwconv_floats", &packed_dwconv_floats, py::arg("channels"), py::arg("kernel_h"),
+        py::arg("kernel_w"));
+  m.def("conv_out_size", &conv_out_size);
+
+  // Raw-address surface for mnv3ext.ops: arguments are validated by the caller and again here.
+  m.def(
+      "pack_dwconv_ptr",
+      [](uintptr_t weight, uintptr_t bias, int64_t channels, int kh, int kw, uintptr_t packed) {
+        pack_dwconv_weights(address<const float>(weight), address<const float>(bias), channels,
+                            kh, kw, address<float>(packed));
+      },
+      py::call_guard<py::gil_scoped_release>());
+  m.def(
+      "dwconv2d_ptr",
+      [](uintptr_t input, uintptr_t packed, uintptr_t output, int64_t n, int64_t c, int64_t h,
+         int64_t w, int64_t out_h, int64_t out_w, int kh, int kw, int sh, int sw, int dh, int dw,
+         int pt, int pl, int pb, int pr, int activation, bool channels_last, int threads) {
+        const DwConvShape shape = make_dwconv_shape(n, c, h, w, kh, kw, sh, sw, dh, dw, pt, pl,
+                                                    pb, pr, Activation(activation));
+        if (shape.out_h != out_h || shape.out_w != out_w)
+          throw std::invalid_argument("output: size does not match the convolution");
+        dwconv2d(shape, address<const float>(input), address<const float>(packed),
+                 address<float>(output), channels_last, threads);
+      },
+      py::call_guard<py::gil_scoped_release>());
+  m.def(
+      "squeeze_excite_ptr",
+      [](uintptr_t input, uintptr_t fc1_weight, uintptr_t fc1_bias, uintptr_t fc2_weight,
+         uintptr_t fc2_bias, uintptr_t output, int64_t n, int64_t c, int64_t hw, int64_t s,
+         int activation, int gate, bool channels_last, int threads) {
+        const SeShape shape = make_se_shape(n, c, hw, s, Activation(activation), Activation(gate));
+        squeeze_excite(shape, address<const float>(input), address<const float>(fc1_weight),
+                       address<const float>(fc1_bias), address<const float>(fc2_weight),
+                       address<const float>(fc2_bias), address<float>(output), channels_last,
+                       threads);
+      },
+      py::call_guard<py::gil_scoped_release>());
+
+  // numpy surface.
+  m.def("pack_dwconv", &pack_dwconv_numpy, py::arg("weight"), py::arg("bias") = py::none(),
+        "Pack (C, 1, kh, kw) weights and (C,) bias into the kernels' [bias | taps] layout.");
+  m.def("dwconv2d", &dwconv2d_numpy, py::arg("input"), py::arg("weight"),
+        py::arg("bias") = py::none(), py::arg("stride") = std::vector<int>{1, 1},
+        py::arg("padding") = std::vector<int>{0, 0}, py::arg("dilation") = std::vector<int>{1, 1},
+        py::arg("activation") = "none", py::arg("channels_last") = false, py::arg("threads") = 1,
+        "Fused depthwise conv + bias + activation on float32 arrays: input (N, C, H, W), or "
+        "(N, H, W, C) with channels_last=True; padding 2 or 4 (top, left, bottom, right) values.");
+  m.def("squeeze_excite", &squeeze_excite_numpy, py::arg("input"), py::arg("fc1_weight"),
+        py::arg("fc1_bias"), py::arg("fc2_weight"), py::arg("fc2_bias"),
+        py::arg("activation") = "relu", py::arg("gate") = "hardsigmoid",
+        py::arg("channels_last") = false, py::arg("threads") = 1,
+        "Fused squeeze-excite on float32 arrays: input (N, C, H, W), or (N, H, W, C) with "
+        "channels_last=True.");
+}

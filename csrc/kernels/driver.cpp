@@ -1,0 +1,177 @@
+#include "driver.h"
+
+#include <algorithm>
+#include <limits>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "activation.h"
+#include "dispatch.h"
+#include "thread_pool.h"
+
+namespace mnv3ext {
+namespace {
+
+// Below this many floats touched, waking the pool costs more than it saves.
+constexpr int64_t kMinFloatsPerThread = 16384;
+
+void require(bool condition, const std::string& message) {
+  if (!condition) throw std::invalid_argument(message);
+}
+
+int threads_for(int64_t floats, int threads, int64_t tasks) {
+  const int64_t by_size = std::max<int64_t>(1, floats / kMinFloatsPerThread);
+  return int(std::max<int64_t>(1, std::min<int64_t>({threads, by_size, tasks})));
+}
+
+// Guards products of sizes against int64 overflow before anything is indexed.
+int64_t checked_product(std::initializer_list<int64_t> factors, const char* what) {
+  int64_t product = 1;
+  for (int64_t f : factors) {
+    require(f >= 0, std::string(what) + ": negative size");
+    require(f == 0 || product <= std::numeric_limits<int64_t>::max() / 4 / f,
+            std::string(what) + ": size overflows 64-bit indexing");
+    product *= f;
+  }
+  return product;
+}
+
+}  // namespace
+
+float* thread_scratch(int64_t floats) {
+  thread_local std::vector<float> buffer;
+  if (int64_t(buffer.size()) < floats) buffer.resize(floats);
+  return buffer.data();
+}
+
+int64_t conv_out_size(int64_t in, int kernel, int stride, int dilation, int pad_begin,
+                      int pad_end) {
+  return (in + pad_begin + pad_end - int64_t(dilation) * (kernel - 1) - 1) / stride + 1;
+}
+
+DwConvShape make_dwconv_shape(int64_t batch, int64_t channels, int64_t in_h, int64_t in_w,
+                              int kernel_h, int kernel_w, int stride_h, int stride_w,
+                              int dilation_h, int dilation_w, int pad_top, int pad_left,
+                              int pad_bottom, int pad_right, Activation activation) {
+  require(batch >= 0 && channels >= 1 && in_h >= 1 && in_w >= 1,
+          "input: sizes must be N >= 0 and C, H, W >= 1");
+  require(kernel_h >= 1 && kernel_h <= 7 && kernel_w >= 1 && kernel_w <= 7,
+          "weight: kernel size must be between 1 and 7");
+  require(stride_h >= 1 && stride_w >= 1, "stride: values must be >= 1");
+  require(dilation_h >= 1 && dilation_w >= 1, "dilation: values must be >= 1");
+  require(pad_top >= 0 && pad_left >= 0 && pad_bottom >= 0 && pad_right >= 0,
+          "padding: values must be >= 0");
+  require(activation >= Activation::kNone && activation <= Activation::kHardswish,
+          "activation: must be none, relu, relu6 or hardswish");
+  const int64_t out_h = conv_out_size(in_h, kernel_h, stride_h, dilation_h, pad_top, pad_bottom);
+  const int64_t out_w = conv_out_size(in_w, kernel_w, stride_w, dilation_w, pad_left, pad_right);
+  require(in_h + pad_top + pad_bottom >= int64_t(dilation_h) * (kernel_h - 1) + 1 &&
+              in_w + pad_left + pad_right >= int64_t(dilation_w) * (kernel_w - 1) + 1,
+          "input: padded input is smaller than the dilated kernel (output would be empty)");
+  checked_product({batch, channels, in_h + pad_top + pad_bottom, in_w + pad_left + pad_right},
+                  "input");
+  checked_product({batch, channels, out_h, out_w}, "output");
+  return DwConvShape{batch,    channels, in_h,       in_w,       out_h,   out_w,
+                     kernel_h, kernel_w, stride_h,   stride_w,   dilation_h, dilation_w,
+                     pad_top,  pad_left, activation};
+}
+
+void pack_dwconv_weights(const float* weight, const float* bias, int64_t channels, int kernel_h,
+                         int kernel_w, float* packed) {
+  const int64_t padded = padded_channels(channels), taps = int64_t(kernel_h) * kernel_w;
+  std::fill(packed, packed + packed_dwconv_floats(channels, kernel_h, kernel_w), 0.0f);
+  for (int64_t c = 0; c < channels; ++c) {
+    packed[c] = bias ? bias[c] : 0.0f;
+    for (int64_t t = 0; t < taps; ++t) packed[(1 + t) * padded + c] = weight[c * taps + t];
+  }
+}
+
+void dwconv2d(const DwConvShape& s, const float* input, const float* packed, float* output,
+              bool channels_last, int threads) {
+  const KernelTable& kernels = active_kernels();
+  const int64_t floats = s.batch * s.channels * (s.in_h * s.in_w + s.out_h * s.out_w);
+  if (channels_last) {
+    const int64_t rows = s.batch * s.out_h;
+    parallel_for(rows, threads_for(floats, threads, rows), [&](int64_t begin, int64_t end) {
+      kernels.dwconv_nhwc_rows(s, input, packed, output, begin, end);
+    });
+  } else {
+    const int64_t planes = s.batch * s.channels;
+    parallel_for(planes, threads_for(floats, threads, planes), [&](int64_t begin, int64_t end) {
+      kernels.dwconv_nchw_planes(s, input, packed, output, begin, end);
+    });
+  }
+}
+
+SeShape make_se_shape(int64_t batch, int64_t channels, int64_t hw, int64_t squeeze,
+                      Activation activation, Activation gate) {
+  require(batch >= 0 && channels >= 1 && hw >= 1, "input: sizes must be N >= 0 and C, H, W >= 1");
+  require(squeeze >= 1, "fc1_weight: squeeze channels must be >= 1");
+  require(activation == Activation::kRelu || activation == Activation::kHardswish,
+          "activation: must be relu or hardswish");
+  require(gate == Activation::kHardsigmoid || gate == Activation::kSigmoid,
+          "gate: must be hardsigmoid or sigmoid");
+  checked_product({batch, channels, hw}, "input");
+  checked_product({channels, squeeze}, "fc1_weight");
+  return SeShape{batch, channels, hw, squeeze, activation, gate};
+}
+
+void squeeze_excite(const SeShape& s, const float* input, const float* fc1_weight,
+                    const float* fc1_bias, const float* fc2_weight, const float* fc2_bias,
+                    float* output, bool channels_last, int threads) {
+  const KernelTable& kernels = active_kernels();
+  const int64_t C = s.channels, HW = s.hw;
+  std::vector<float> pooled(s.batch * C), hidden(s.squeeze), gates(s.batch * C);
+  const int64_t floats = s.batch * C * HW;
+
+  // 1. Per-channel sums, partitioned by channel so each sum has one fixed order.
+  if (channels_last) {
+    const int64_t blocks = s.batch * ((C + kChannelAlign - 1) / kChannelAlign);
+    const int64_t per_image = blocks / std::max<int64_t>(1, s.batch);
+    parallel_for(blocks, threads_for(floats, threads, blocks), [&](int64_t b0, int64_t b1) {
+      for (int64_t b = b0; b < b1; ++b) {
+        const int64_t n = b / per_image, c0 = (b % per_image) * kChannelAlign;
+        const int64_t count = std::min(kChannelAlign, C - c0);
+        kernels.pixel_sum(input + n * HW * C + c0, HW, C, count, pooled.data() + n * C + c0);
+      }
+    });
+  } else {
+    const int64_t planes = s.batch * C;
+    parallel_for(planes, threads_for(floats, threads, planes), [&](int64_t p0, int64_t p1) {
+      kernels.plane_sum(input + p0 * HW, p1 - p0, HW, pooled.data() + p0);
+    });
+  }
+
+  // 2. The two small FC layers, serial: they read 2*C*S weights once per image.
+  const float inv_hw = 1.0f / float(HW);
+  for (int64_t n = 0; n < s.batch; ++n) {
+    float* mean = pooled.data() + n * C;
+    for (int64_t c = 0; c < C; ++c) mean[c] *= inv_hw;
+    kernels.matvec(fc1_weight, fc1_bias, mean, s.squeeze, C, hidden.data());
+    for (float& h : hidden) h = apply_activation(s.activation, h);
+    float* gate = gates.data() + n * C;
+    kernels.matvec(fc2_weight, fc2_bias, hidden.data(), C, s.squeeze, gate);
+    for (int64_t c = 0; c < C; ++c) gate[c] = apply_activation(s.gate, gate[c]);
+  }
+
+  // 3. Scale the input by its gate.
+  if (channels_last) {
+    const int64_t pixels = s.batch * HW;
+    parallel_for(pixels, threads_for(floats, threads, pixels), [&](int64_t p0, int64_t p1) {
+      // Split at image boundaries: each image has its own gate vector.
+      for (int64_t p = p0; p < p1;) {
+        const int64_t n = p / HW, end = std::min(p1, (n + 1) * HW);
+        kernels.scale_pixels(input + p * C, gates.data() + n * C, output + p * C, end - p, C);
+        p = end;
+      }
+    });
+  } else {
+    const int64_t planes = s.batch * C;
+    parallel_for(planes, threads_for(floats, threads, planes), [&](int64_t p0, int64_t p1) {
+      kernels.scale_planes(input + p0 * HW, gates.data() + p0, output + p0 * HW, p1 - p0, HW);
+    });
+  }
+}
+
+}  // namespace mnv3ext

@@ -1,0 +1,103 @@
+// Torch-free kernel interface: raw float32 pointers, int64 sizes.
+// Every ISA file implements the same single-threaded range functions; the driver
+// (driver.cpp) validates, partitions work over threads and calls the table chosen
+// once at load (dispatch.cpp).
+#pragma once
+
+#include <cstdint>
+
+namespace mnv3ext {
+
+// Shared by the depthwise epilogue and the SE FC layers / gate.
+enum class Activation : int {
+  kNone = 0,
+  kRelu = 1,
+  kRelu6 = 2,
+  kHardswish = 3,
+  kHardsigmoid = 4,
+  kSigmoid = 5,
+};
+
+// Packed depthwise weights are ISA-independent so a saved model loads on any CPU:
+// (1 + kh*kw) rows of padded_channels(C) floats: row 0 = bias, row 1 + ky*kw + kx =
+// tap (ky, kx) for every channel; padding lanes are zero. 16 covers AVX-512 lanes
+// and is a multiple of the AVX2 (8) and NEON (4) widths.
+constexpr int64_t kChannelAlign = 16;
+inline int64_t padded_channels(int64_t channels) {
+  return (channels + kChannelAlign - 1) / kChannelAlign * kChannelAlign;
+}
+inline int64_t packed_dwconv_floats(int64_t channels, int kernel_h, int kernel_w) {
+  return (1 + int64_t(kernel_h) * kernel_w) * padded_channels(channels);
+}
+
+struct DwConvShape {
+  int64_t batch, channels, in_h, in_w, out_h, out_w;
+  int kernel_h, kernel_w;
+  int stride_h, stride_w;
+  int dilation_h, dilation_w;
+  int pad_top, pad_left;  // bottom/right padding is implied by out_h/out_w
+  Activation activation;   // kNone, kRelu, kRelu6 or kHardswish
+};
+
+// Output rows [row_begin, row_end) of an NHWC conv; row index = n * out_h + oy.
+using DwConvNhwcRowsFn = void (*)(const DwConvShape&, const float* input, const float* packed,
+                                  float* output, int64_t row_begin, int64_t row_end);
+// Planes [plane_begin, plane_end) of an NCHW conv; plane index = n * channels + c.
+using DwConvNchwPlanesFn = void (*)(const DwConvShape&, const float* input, const float* packed,
+                                    float* output, int64_t plane_begin, int64_t plane_end);
+// sums[p] = sum of the hw floats of plane p, for planes [0, planes).
+using PlaneSumFn = void (*)(const float* input, int64_t planes, int64_t hw, float* sums);
+// sums[c] = sum over pixels of input[pixel * stride + c], for c in [0, count); pixels in order.
+using PixelSumFn = void (*)(const float* input, int64_t pixels, int64_t stride, int64_t count,
+                            float* sums);
+// y[r] = b[r] + dot(W[r, :], x) for r in [0, rows); W row-major rows x cols; b may be null.
+using MatVecFn = void (*)(const float* weight, const float* bias, const float* x, int64_t rows,
+                          int64_t cols, float* y);
+// output[p, i] = input[p, i] * gate[p] for planes [0, planes) of hw floats.
+using ScalePlanesFn = void (*)(const float* input, const float* gate, float* output,
+                               int64_t planes, int64_t hw);
+// output[pixel, c] = input[pixel, c] * gate[c] for pixels [0, pixels), channels [0, channels).
+using ScalePixelsFn = void (*)(const float* input, const float* gate, float* output,
+                               int64_t pixels, int64_t channels);
+
+struct KernelTable {
+  const char* name;
+  DwConvNhwcRowsFn dwconv_nhwc_rows;
+  DwConvNchwPlanesFn dwconv_nchw_planes;
+  PlaneSumFn plane_sum;
+  PixelSumFn pixel_sum;
+  MatVecFn matvec;
+  ScalePlanesFn scale_planes;
+  ScalePixelsFn scale_pixels;
+};
+
+// A per-thread buffer of at least `floats` floats, valid until the thread's next call.
+// Lives in baseline code: ISA files must not instantiate STL containers themselves, or the
+// linker may pick their AVX-512 copy of a shared template for baseline callers.
+float* thread_scratch(int64_t floats);
+
+// Each ISA implements these in its own translation units (dwconv_<isa>.cpp, se_<isa>.cpp),
+// compiled with that ISA's flags; dispatch.cpp gathers them into KernelTables.
+#define MNV3EXT_DECLARE_ISA_KERNELS(isa)                                                     \
+  namespace isa {                                                                            \
+  void dwconv_nhwc_rows(const DwConvShape&, const float*, const float*, float*, int64_t,     \
+                        int64_t);                                                            \
+  void dwconv_nchw_planes(const DwConvShape&, const float*, const float*, float*, int64_t,   \
+                          int64_t);                                                          \
+  void plane_sum(const float*, int64_t, int64_t, float*);                                    \
+  void pixel_sum(const float*, int64_t, int64_t, int64_t, float*);                           \
+  void matvec(const float*, const float*, const float*, int64_t, int64_t, float*);           \
+  void scale_planes(const float*, const float*, float*, int64_t, int64_t);                   \
+  void scale_pixels(const float*, const float*, float*, int64_t, int64_t);                   \
+  }
+
+MNV3EXT_DECLARE_ISA_KERNELS(scalar)
+#if defined(__x86_64__) || defined(_M_X64)
+MNV3EXT_DECLARE_ISA_KERNELS(avx2)
+MNV3EXT_DECLARE_ISA_KERNELS(avx512)
+#endif
+#if defined(__aarch64__)
+MNV3EXT_DECLARE_ISA_KERNELS(neon)
+#endif
+
+}  // namespace mnv3ext
