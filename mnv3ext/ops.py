@@ -1,0 +1,342 @@
+"""Custom torch ops ``torch.ops.mnv3ext.*``: schemas, CPU kernels calling ``mnv3ext._C``, fake kernels.
+
+Ops (all inference-only, float32, CPU; none modifies its inputs):
+
+``dwconv2d(input, weight, bias, stride, padding, dilation, activation)``
+    Depthwise conv (weight ``(C, 1, kh, kw)`` as ``nn.Conv2d(C, C, k, groups=C).weight``) + per-channel
+    bias (a folded BatchNorm) + activation, one pass over the data. ``padding`` is 2 values
+    (symmetric, as ``nn.Conv2d``) or 4 values ``(top, left, bottom, right)`` as ONNX ``pads``.
+``pack_dwconv_weight(weight, bias)`` / ``dwconv2d_packed(input, packed_weight, kernel_size, ...)``
+    The same op with weights packed once ahead of time (the fused modules pack at optimize time).
+    The packed layout is ISA-independent: ``(1 + kh*kw, round_up(C, 16))`` rows of [bias | taps].
+``squeeze_excite(input, fc1_weight, fc1_bias, fc2_weight, fc2_bias, activation, gate)``
+    ``input * gate(fc2(act(fc1(mean_hw(input)))))``; fc weights ``(S, C)``/``(C, S)``, optionally with
+    trailing ``1, 1`` dims (straight from a 1x1 ``Conv2d``) — or from an ``nn.Linear``.
+
+Outputs keep the input's memory format (channels_last in, channels_last out); inputs in any other
+stride layout are made contiguous first.
+"""
+from __future__ import annotations
+
+from typing import List, Optional, Sequence
+
+import torch
+
+from . import _C
+
+__all__ = [
+    "DW_ACTIVATIONS",
+    "SE_ACTIVATIONS",
+    "SE_GATES",
+    "dwconv_output_size",
+    "normalize_padding",
+]
+
+DW_ACTIVATIONS = ("none", "relu", "relu6", "hardswish")
+SE_ACTIVATIONS = ("relu", "hardswish")
+SE_GATES = ("hardsigmoid", "sigmoid")
+MAX_KERNEL = 7
+_CODES = dict(_C.ACTIVATION_CODES)
+_ALIGN = int(_C.CHANNEL_ALIGN)
+
+_lib = torch.library.Library("mnv3ext", "DEF")
+_lib.define(
+    "dwconv2d(Tensor input, Tensor weight, Tensor? bias, int[2] stride, int[] padding, "
+    "int[2] dilation, str activation) -> Tensor"
+)
+_lib.define("pack_dwconv_weight(Tensor weight, Tensor? bias) -> Tensor")
+_lib.define(
+    "dwconv2d_packed(Tensor input, Tensor packed_weight, int[2] kernel_size, int[2] stride, "
+    "int[] padding, int[2] dilation, str activation) -> Tensor"
+)
+_lib.define(
+    "squeeze_excite(Tensor input, Tensor fc1_weight, Tensor? fc1_bias, Tensor fc2_weight, "
+    "Tensor? fc2_bias, str activation, str gate) -> Tensor"
+)
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation shared by the CPU and fake kernels: every error names the argument.
+
+def _check_tensor(name: str, t, ndims: Sequence[int], device: Optional[torch.device] = None):
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name}: expected a Tensor, got {type(t).__name__}")
+    if t.dtype != torch.float32:
+        raise TypeError(f"{name}: expected dtype float32, got {t.dtype}")
+    if t.dim() not in ndims:
+        raise ValueError(f"{name}: expected {' or '.join(map(str, ndims))} dimensions, got shape {tuple(t.shape)}")
+    if device is not None and t.device != device:
+        raise ValueError(f"{name}: expected device {device} (same as input), got {t.device}")
+
+
+def _check_input(t):
+    _check_tensor("input", t, (4,))
+    if t.device.type not in ("cpu", "meta"):
+        raise ValueError(f"input: mnv3ext ops run on CPU tensors, got device {t.device}")
+    if t.shape[1] < 1 or t.shape[2] < 1 or t.shape[3] < 1:
+        raise ValueError(f"input: C, H and W must be >= 1, got shape {tuple(t.shape)}")
+
+
+def _check_ints(name: str, values, count: int, minimum: int) -> List[int]:
+    values = list(values)
+    if len(values) != count:
+        raise ValueError(f"{name}: expected {count} values, got {len(values)}")
+    for v in values:
+        if v < minimum:
+            raise ValueError(f"{name}: values must be >= {minimum}, got {values}")
+    return values
+
+
+def normalize_padding(padding) -> List[int]:
+    """2 symmetric values (pad_h, pad_w) or 4 values (top, left, bottom, right) -> 4 values."""
+    padding = list(padding)
+    if len(padding) == 2:
+        padding = [padding[0], padding[1], padding[0], padding[1]]
+    elif len(padding) != 4:
+        raise ValueError(
+            f"padding: expected 2 (symmetric) or 4 (top, left, bottom, right) values, got {len(padding)}"
+        )
+    for p in padding:
+        if p < 0:
+            raise ValueError(f"padding: values must be >= 0, got {padding}")
+    return padding
+
+
+def _check_activation(name: str, value, allowed) -> None:
+    if value not in allowed:
+        raise ValueError(f"{name}: expected one of {', '.join(allowed)}, got {value!r}")
+
+
+def dwconv_output_size(in_h, in_w, kernel_size, stride, pads, dilation):
+    out = []
+    for size, k, s, d, before, after in zip(
+        (in_h, in_w), kernel_size, stride, dilation, pads[:2], pads[2:]
+    ):
+        span = d * (k - 1) + 1
+        if size + before + after < span:
+            raise ValueError(
+                f"padding: padded input ({size + before + after}) is smaller than the dilated "
+                f"kernel ({span}); the output would be empty"
+            )
+        out.append((size + before + after - span) // s + 1)
+    return out
+
+
+def _check_dw_geometry(input, kernel_size, stride, padding, dilation, activation):
+    kernel_size = list(kernel_size)
+    for k in kernel_size:
+        if not 1 <= k <= MAX_KERNEL:
+            raise ValueError(f"weight: kernel size must be between 1 and {MAX_KERNEL}, got {kernel_size}")
+    stride = _check_ints("stride", stride, 2, 1)
+    dilation = _check_ints("dilation", dilation, 2, 1)
+    pads = normalize_padding(padding)
+    _check_activation("activation", activation, DW_ACTIVATIONS)
+    out_h, out_w = dwconv_output_size(input.shape[2], input.shape[3], kernel_size, stride, pads, dilation)
+    return stride, pads, dilation, out_h, out_w
+
+
+def _check_dw_weight(input, weight, bias):
+    _check_tensor("weight", weight, (4,), input.device)
+    channels = input.shape[1]
+    if weight.shape[0] != channels or weight.shape[1] != 1:
+        raise ValueError(
+            f"weight: expected shape ({channels}, 1, kh, kw) for a depthwise conv over {channels} "
+            f"channels, got {tuple(weight.shape)}"
+        )
+    if bias is not None:
+        _check_tensor("bias", bias, (1,), input.device)
+        if bias.shape[0] != channels:
+            raise ValueError(f"bias: expected shape ({channels},), got {tuple(bias.shape)}")
+    return [weight.shape[2], weight.shape[3]]
+
+
+def _check_packed(input, packed, kernel_size):
+    _check_tensor("packed_weight", packed, (2,), input.device)
+    kernel_size = _check_ints("kernel_size", kernel_size, 2, 1)
+    expected = (1 + kernel_size[0] * kernel_size[1], -(-input.shape[1] // _ALIGN) * _ALIGN)
+    if tuple(packed.shape) != expected:
+        raise ValueError(
+            f"packed_weight: expected shape {expected} for {input.shape[1]} channels and kernel "
+            f"{kernel_size} (from pack_dwconv_weight), got {tuple(packed.shape)}"
+        )
+    return kernel_size
+
+
+def _se_weight_2d(name: str, w, rows_name: str):
+    _check_tensor(name, w, (2, 4))
+    if w.dim() == 4 and (w.shape[2] != 1 or w.shape[3] != 1):
+        raise ValueError(f"{name}: expected shape ({rows_name}) or ({rows_name}, 1, 1), got {tuple(w.shape)}")
+    return w.shape[0], w.shape[1]
+
+
+def _check_se(input, fc1_weight, fc1_bias, fc2_weight, fc2_bias, activation, gate):
+    _check_input(input)
+    channels = input.shape[1]
+    s1, c1 = _se_weight_2d("fc1_weight", fc1_weight, "S, C")
+    c2, s2 = _se_weight_2d("fc2_weight", fc2_weight, "C, S")
+    if c1 != channels:
+        raise ValueError(f"fc1_weight: expected shape (S, {channels}), got {tuple(fc1_weight.shape)}")
+    if c2 != channels or s2 != s1:
+        raise ValueError(
+            f"fc2_weight: expected shape ({channels}, {s1}) to match input channels and fc1_weight, "
+            f"got {tuple(fc2_weight.shape)}"
+        )
+    for name, t in (("fc1_weight", fc1_weight), ("fc2_weight", fc2_weight)):
+        if t.device != input.device:
+            raise ValueError(f"{name}: expected device {input.device} (same as input), got {t.device}")
+    for name, b, size in (("fc1_bias", fc1_bias, s1), ("fc2_bias", fc2_bias, channels)):
+        if b is not None:
+            _check_tensor(name, b, (1,), input.device)
+            if b.shape[0] != size:
+                raise ValueError(f"{name}: expected shape ({size},), got {tuple(b.shape)}")
+    _check_activation("activation", activation, SE_ACTIVATIONS)
+    _check_activation("gate", gate, SE_GATES)
+    return s1
+
+
+def _check_inference(*tensors) -> None:
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors):
+        raise RuntimeError(
+            "mnv3ext ops are inference-only and have no backward: call them under "
+            "torch.no_grad() / torch.inference_mode(), or with tensors that do not require grad"
+        )
+
+
+def _is_channels_last(t: torch.Tensor) -> bool:
+    # A tensor contiguous in both formats (C == 1 or H == W == 1) keeps whichever its strides say.
+    return t.is_contiguous(memory_format=torch.channels_last) and (
+        not t.is_contiguous() or t.stride(1) == 1
+    )
+
+
+def _empty_like_format(input: torch.Tensor, shape, channels_last: bool) -> torch.Tensor:
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    return torch.empty(shape, dtype=input.dtype, device=input.device, memory_format=fmt)
+
+
+def _dense(input: torch.Tensor):
+    """(tensor in a layout the kernels read, channels_last flag)."""
+    if _is_channels_last(input):
+        return input, True
+    return input.contiguous(), False
+
+
+def _ptr(t: Optional[torch.Tensor]) -> int:
+    return 0 if t is None else t.data_ptr()
+
+
+# ---------------------------------------------------------------------------------------------
+# dwconv2d / pack_dwconv_weight / dwconv2d_packed
+
+def _pack_cpu(weight, bias):
+    if weight.device.type != "cpu":
+        raise ValueError(f"weight: mnv3ext ops run on CPU tensors, got device {weight.device}")
+    _check_tensor("weight", weight, (4,))
+    channels, kh, kw = weight.shape[0], weight.shape[2], weight.shape[3]
+    if weight.shape[1] != 1:
+        raise ValueError(f"weight: expected shape (C, 1, kh, kw), got {tuple(weight.shape)}")
+    if channels < 1 or not (1 <= kh <= MAX_KERNEL and 1 <= kw <= MAX_KERNEL):
+        raise ValueError(f"weight: expected C >= 1 and kernel sizes 1..{MAX_KERNEL}, got {tuple(weight.shape)}")
+    if bias is not None:
+        _check_tensor("bias", bias, (1,), weight.device)
+        if bias.shape[0] != channels:
+            raise ValueError(f"bias: expected shape ({channels},), got {tuple(bias.shape)}")
+        bias = bias.detach().contiguous()
+    weight = weight.detach().contiguous()
+    packed = torch.empty((1 + kh * kw, -(-channels // _ALIGN) * _ALIGN), dtype=torch.float32)
+    _C.pack_dwconv_ptr(weight.data_ptr(), _ptr(bias), channels, kh, kw, packed.data_ptr())
+    return packed
+
+
+def _pack_fake(weight, bias):
+    _check_tensor("weight", weight, (4,))
+    channels, kh, kw = weight.shape[0], weight.shape[2], weight.shape[3]
+    return weight.new_empty((1 + kh * kw, -(-channels // _ALIGN) * _ALIGN))
+
+
+def _run_dwconv(input, packed, kernel_size, stride, pads, dilation, out_h, out_w, activation):
+    x, channels_last = _dense(input)
+    n, c, h, w = x.shape
+    out = _empty_like_format(x, (n, c, out_h, out_w), channels_last)
+    if n == 0:
+        return out
+    _C.dwconv2d_ptr(
+        x.data_ptr(), packed.data_ptr(), out.data_ptr(), n, c, h, w, out_h, out_w,
+        kernel_size[0], kernel_size[1], stride[0], stride[1], dilation[0], dilation[1],
+        pads[0], pads[1], pads[2], pads[3], _CODES[activation], channels_last,
+        torch.get_num_threads(),
+    )
+    return out
+
+
+def _dwconv2d_cpu(input, weight, bias, stride, padding, dilation, activation):
+    _check_input(input)
+    kernel_size = _check_dw_weight(input, weight, bias)
+    stride, pads, dilation, out_h, out_w = _check_dw_geometry(
+        input, kernel_size, stride, padding, dilation, activation
+    )
+    _check_inference(input, weight, bias)
+    packed = _pack_cpu(weight, bias)
+    return _run_dwconv(input, packed, kernel_size, stride, pads, dilation, out_h, out_w, activation)
+
+
+def _dwconv2d_fake(input, weight, bias, stride, padding, dilation, activation):
+    _check_input(input)
+    kernel_size = _check_dw_weight(input, weight, bias)
+    _, _, _, out_h, out_w = _check_dw_geometry(input, kernel_size, stride, padding, dilation, activation)
+    return _empty_like_format(input, (input.shape[0], input.shape[1], out_h, out_w), _is_channels_last(input))
+
+
+def _dwconv2d_packed_cpu(input, packed_weight, kernel_size, stride, padding, dilation, activation):
+    _check_input(input)
+    kernel_size = _check_packed(input, packed_weight, kernel_size)
+    stride, pads, dilation, out_h, out_w = _check_dw_geometry(
+        input, kernel_size, stride, padding, dilation, activation
+    )
+    _check_inference(input, packed_weight)
+    packed = packed_weight.contiguous()
+    return _run_dwconv(input, packed, kernel_size, stride, pads, dilation, out_h, out_w, activation)
+
+
+def _dwconv2d_packed_fake(input, packed_weight, kernel_size, stride, padding, dilation, activation):
+    _check_input(input)
+    kernel_size = _check_packed(input, packed_weight, kernel_size)
+    _, _, _, out_h, out_w = _check_dw_geometry(input, kernel_size, stride, padding, dilation, activation)
+    return _empty_like_format(input, (input.shape[0], input.shape[1], out_h, out_w), _is_channels_last(input))
+
+
+# ---------------------------------------------------------------------------------------------
+# squeeze_excite
+
+def _squeeze_excite_cpu(input, fc1_weight, fc1_bias, fc2_weight, fc2_bias, activation, gate):
+    squeeze = _check_se(input, fc1_weight, fc1_bias, fc2_weight, fc2_bias, activation, gate)
+    _check_inference(input, fc1_weight, fc1_bias, fc2_weight, fc2_bias)
+    x, channels_last = _dense(input)
+    n, c, h, w = x.shape
+    out = _empty_like_format(x, (n, c, h, w), channels_last)
+    if n == 0:
+        return out
+    fc1_weight, fc2_weight = fc1_weight.contiguous(), fc2_weight.contiguous()
+    fc1_bias = None if fc1_bias is None else fc1_bias.contiguous()
+    fc2_bias = None if fc2_bias is None else fc2_bias.contiguous()
+    _C.squeeze_excite_ptr(
+        x.data_ptr(), fc1_weight.data_ptr(), _ptr(fc1_bias), fc2_weight.data_ptr(), _ptr(fc2_bias),
+        out.data_ptr(), n, c, h * w, squeeze, _CODES[activation], _CODES[gate], channels_last,
+        torch.get_num_threads(),
+    )
+    return out
+
+
+def _squeeze_excite_fake(input, fc1_weight, fc1_bias, fc2_weight, fc2_bias, activation, gate):
+    _check_se(input, fc1_weight, fc1_bias, fc2_weight, fc2_bias, activation, gate)
+    return _empty_like_format(input, tuple(input.shape), _is_channels_last(input))
+
+
+for _name, _cpu, _fake in (
+    ("dwconv2d", _dwconv2d_cpu, _dwconv2d_fake),
+    ("pack_dwconv_weight", _pack_cpu, _pack_fake),
+    ("dwconv2d_packed", _dwconv2d_packed_cpu, _dwconv2d_packed_fake),
+    ("squeeze_excite", _squeeze_excite_cpu, _squeeze_excite_fake),
+):
+    _lib.impl(_name, _cpu, "CPU")
+    torch.library.register_fake(f"mnv3ext::{_name}", _fake, lib=_lib)
