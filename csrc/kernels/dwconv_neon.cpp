@@ -321,10 +321,9 @@ void dwconv_nchw_planes(const DwConvShape& s, const float* input, const float* p
   if (plane_begin >= plane_end) return;
   const PlaneLayout l = plane_layout(s);
   float* scratch = thread_scratch(l.padded_rows * l.row_floats);
-  const bool unit_dilation = s.dilation_h == 1 && s.dilation_w == 1;
+  // Any stride and dilation: they only change the precomputed tap offsets.
   const bool k3 = s.kernel_h == 3 && s.kernel_w == 3;
   const bool k5 = s.kernel_h == 5 && s.kernel_w == 5;
-  (void)unit_dilation;  // dilation only changes the tap offsets, which are computed per plane
   const int64_t in_plane = s.in_h * s.in_w, out_plane = s.out_h * s.out_w;
   for (int64_t plane = plane_begin; plane < plane_end; ++plane) {
     const int64_t c = plane % s.channels;

@@ -1,0 +1,161 @@
+#!/usr/bin/env bash
+# ARM (aarch64) part of CI, without ARM hardware: cross-compile with Debian's gcc cross toolchain
+# and run under qemu-user, on two emulated CPUs:
+#   cortex-a53  plain Armv8.0-A (Raspberry Pi 3/4 class): the NEON baseline
+#   max         every feature qemu knows (fp16, dotprod, i8mm, bf16, SVE...)
+# Stages (all by default; name some to run only those):
+#   cpp    C++ kernel tests (tests/cpp) cross-built, run by ctest under qemu on both CPUs
+#   wheel  the aarch64 wheel cross-built with scikit-build-core; its numpy-level tests
+#          (tests/test_numpy_api.py) under the emulated Debian Python on both CPUs
+#   torch  torch.ops.mnv3ext.* against mnv3ext.reference under emulated torch 2.9.1
+#          (tests/test_arm_torch_smoke.py) on both CPUs
+# Needs root (apt-get, mmdebstrap --mode=root) and network access to Debian and PyPI. Everything
+# it downloads or builds stays under build/: the root file system, the pip cache and the
+# emulated torch are reused by later runs. Never time anything here: emulated NEON code says
+# nothing about real ARM speed.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+repo=$PWD
+
+stages=("$@")
+[ ${#stages[@]} -eq 0 ] && stages=(cpp wheel torch)
+want() { local s; for s in "${stages[@]}"; do [ "$s" = "$1" ] && return 0; done; return 1; }
+
+say() { echo "== [arm] $*"; }
+die() {
+  echo "" >&2
+  echo "!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!" >&2
+  echo "!! [arm] FAILED: $*" >&2
+  echo "!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!" >&2
+  exit 1
+}
+trap 'die "command failed (line $LINENO): $BASH_COMMAND"' ERR
+
+cpus=(cortex-a53 max)
+build=$repo/build
+rootfs=$build/aarch64-rootfs
+site=$build/aarch64-site        # the wheel, installed for the emulated Python
+torch_site=$build/aarch64-torch  # torch 2.9.1 for aarch64 and its pure-Python dependencies
+torch_version=2.9.1
+export PIP_CACHE_DIR=$build/pip-cache PIP_DISABLE_PIP_VERSION_CHECK=1
+export MNV3EXT_ARM_ROOTFS=$rootfs
+
+# ---------------------------------------------------------------------------------------------
+say "tools"
+if ! command -v aarch64-linux-gnu-g++ >/dev/null || ! command -v qemu-aarch64 >/dev/null ||
+   ! command -v mmdebstrap >/dev/null; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends g++-aarch64-linux-gnu qemu-user mmdebstrap >/dev/null
+fi
+
+# ---------------------------------------------------------------------------------------------
+# An aarch64 Debian root file system: the target's Python, numpy, pytest, headers, libraries.
+# Extracted only (maintainer scripts never run), hence the fix-ups below.
+packages="python3.11,libpython3.11-dev,python3-numpy,python3-pytest,libstdc++6,libgcc-s1"
+mirror=$(sed -n 's/^URIs: *\(http[^ ]*debian\)\/*$/\1/p' /etc/apt/sources.list.d/*.sources 2>/dev/null | head -n1)
+[ -n "$mirror" ] || mirror=$(awk '$1 == "deb" && $2 ~ /debian\/?$/ {print $2; exit}' /etc/apt/sources.list 2>/dev/null || true)
+[ -n "$mirror" ] || mirror=http://deb.debian.org/debian
+stamp="bookworm arm64 $packages fixups-1"
+if [ "$(cat "$rootfs/.mnv3ext-stamp" 2>/dev/null)" != "$stamp" ]; then
+  say "root file system (mmdebstrap from $mirror)"
+  rm -rf "$rootfs" "$rootfs.tmp"
+  mkdir -p "$build"
+  mmdebstrap --quiet --mode=root --arch=arm64 --variant=extract --include="$packages" \
+    bookworm "$rootfs.tmp" "$mirror"
+  # 1. Absolute symlinks point into the host when followed from outside: make them relative.
+  while IFS= read -r link; do
+    target=$(readlink "$link")
+    ln -sfn "$(realpath -m --relative-to="$(dirname "$link")" "$rootfs.tmp$target")" "$link"
+  done < <(find "$rootfs.tmp" -type l -lname '/*')
+  # 2. update-alternatives never ran: expose the reference BLAS/LAPACK numpy links against.
+  lib=$rootfs.tmp/usr/lib/aarch64-linux-gnu
+  ln -sfn blas/libblas.so.3 "$lib/libblas.so.3"
+  ln -sfn lapack/liblapack.so.3 "$lib/liblapack.so.3"
+  # 3. libstdc++6 is in the package list on purpose (extract does not pull it for python).
+  [ -e "$lib/libstdc++.so.6" ] || die "libstdc++.so.6 missing from the root file system"
+  echo "$stamp" > "$rootfs.tmp/.mnv3ext-stamp"
+  mv "$rootfs.tmp" "$rootfs"
+else
+  say "root file system (cached)"
+fi
+py_arm() {  # the emulated Python; QEMU_CPU chooses the CPU model
+  qemu-aarch64 -L "$rootfs" "$rootfs/usr/bin/python3.11" "$@"
+}
+[ "$(QEMU_CPU=cortex-a53 py_arm -c 'import platform; print(platform.machine())')" = aarch64 ] ||
+  die "the emulated Python does not run"
+
+# ---------------------------------------------------------------------------------------------
+if want cpp; then
+  say "C++ kernel tests: cross build"
+  cmake -S . -B build/aarch64-tests -DCMAKE_TOOLCHAIN_FILE="$repo/cmake/aarch64-linux-gnu.cmake" \
+    -DCMAKE_BUILD_TYPE=Release -DMNV3EXT_BUILD_TESTS=ON -DMNV3EXT_BUILD_PYTHON=OFF >/dev/null
+  cmake --build build/aarch64-tests -j2 >/dev/null
+  for cpu in "${cpus[@]}"; do
+    say "C++ kernel tests under qemu, QEMU_CPU=$cpu"
+    (cd build/aarch64-tests && QEMU_CPU=$cpu ctest --output-on-failure) ||
+      die "C++ kernel tests failed on emulated $cpu"
+  done
+fi
+
+# ---------------------------------------------------------------------------------------------
+if want wheel || want torch; then
+  say "aarch64 wheel: cross build (scikit-build-core)"
+  rm -rf build/aarch64-dist
+  _PYTHON_HOST_PLATFORM=linux-aarch64 SETUPTOOLS_EXT_SUFFIX=.cpython-311-aarch64-linux-gnu.so \
+  python3 -m pip wheel . --no-build-isolation --no-deps -q -w build/aarch64-dist \
+    -Cbuild-dir=build/aarch64-wheel-build \
+    -Ccmake.define.CMAKE_TOOLCHAIN_FILE="$repo/cmake/aarch64-linux-gnu.cmake" \
+    -Ccmake.define.PYBIND11_USE_CROSSCOMPILING=ON \
+    -Ccmake.define.Python_INCLUDE_DIR="$rootfs/usr/include/python3.11" \
+    -Ccmake.define.pybind11_DIR="$(python3 -m pybind11 --cmakedir)"
+  wheel=$(ls build/aarch64-dist/mnv3ext-*-linux_aarch64.whl 2>/dev/null | head -n1)
+  [ -n "$wheel" ] || die "no linux_aarch64 wheel was produced"
+  say "built $(basename "$wheel")"
+  rm -rf "$site"
+  python3 -m pip install -q --no-deps --platform linux_aarch64 --target "$site" "$wheel"
+  so=$(ls "$site"/mnv3ext/_C.cpython-311-aarch64-linux-gnu.so)
+  file -b "$so" 2>/dev/null | grep -q aarch64 || [ "$(od -An -tx1 -j18 -N2 "$so" | tr -d ' ')" = b700 ] ||
+    die "$so is not an aarch64 object"
+fi
+
+# Tests run from an empty directory so the source tree's mnv3ext (the x86 build) is not imported.
+run_dir=$build/aarch64-run
+mkdir -p "$run_dir"
+
+if want wheel; then
+  for cpu in "${cpus[@]}"; do
+    say "numpy-level tests of the wheel under qemu, QEMU_CPU=$cpu"
+    (cd "$run_dir" && QEMU_CPU=$cpu PYTHONPATH="$site" MNV3EXT_EXPECT_ISAS=scalar,neon \
+       py_arm -m pytest -q -p no:cacheprovider --rootdir="$repo" -c /dev/null "$repo/tests/test_numpy_api.py") ||
+      die "numpy-level tests failed on emulated $cpu"
+  done
+fi
+
+# ---------------------------------------------------------------------------------------------
+if want torch; then
+  torch_stamp="torch==$torch_version cp311 manylinux_2_28_aarch64"
+  if [ "$(cat "$torch_site/.mnv3ext-stamp" 2>/dev/null)" != "$torch_stamp" ]; then
+    say "torch $torch_version for aarch64 (download)"
+    rm -rf "$torch_site" "$torch_site.tmp"
+    # Binary wheels for the target; the dependencies are pure Python except MarkupSafe, whose
+    # aarch64 wheel the platform options select. numpy comes from the root file system.
+    python3 -m pip install -q --no-deps --only-binary=:all: --platform manylinux_2_28_aarch64 \
+      --python-version 3.11 --implementation cp --abi cp311 --target "$torch_site.tmp" \
+      "torch==$torch_version" filelock typing-extensions sympy mpmath networkx jinja2 \
+      MarkupSafe fsspec
+    echo "$torch_stamp" > "$torch_site.tmp/.mnv3ext-stamp"
+    mv "$torch_site.tmp" "$torch_site"
+  else
+    say "torch $torch_version for aarch64 (cached)"
+  fi
+  for cpu in "${cpus[@]}"; do
+    say "torch ops vs mnv3ext.reference under qemu, QEMU_CPU=$cpu"
+    (cd "$run_dir" && QEMU_CPU=$cpu PYTHONPATH="$site:$torch_site" MNV3EXT_EXPECT_ISAS=scalar,neon \
+       py_arm -m pytest -q -p no:cacheprovider --rootdir="$repo" -c /dev/null \
+       "$repo/tests/test_arm_torch_smoke.py") ||
+      die "torch-level tests failed on emulated $cpu"
+  done
+fi
+
+say "all ARM checks passed (${stages[*]}) on ${cpus[*]}"
