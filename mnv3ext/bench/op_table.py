@@ -1,0 +1,160 @@
+"""The per-op table of issue 2: every depthwise / SE layer, eager vs ours, against a copy roofline.
+
+Run it with ``python -m mnv3ext bench-ops`` (see ``--help``). Per shape and layout it reports the
+eager time, ours, the speedup, our effective bandwidth (bytes moved / our time), the roofline
+(bytes moved / single-thread copy bandwidth measured at that working-set size, see
+:mod:`mnv3ext.bench.bandwidth`), our ratio to it, and whether the issue's target is met; then the
+sums over MobileNetV3-Large's 15 depthwise and 8 SE layers. Eager and ours are timed interleaved
+(round-robin, shuffled each round) in one process, warm-up excluded; all times are medians.
+
+Targets (issue 2): a depthwise layer passes at >= 5x eager, an SE layer at >= 3x, or either when
+within 1.25x of its roofline; the Large sums pass within 1.5x of their roofline.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Callable, Dict, Iterable, List, Optional, Sequence
+
+import torch
+
+from .bandwidth import copy_bandwidth, copy_call_overhead
+from .opcases import LAYOUTS, OpCase, all_cases
+from .timing import interleaved
+
+__all__ = ["TARGET_SPEEDUP", "ROOFLINE_SLACK", "SUM_SLACK", "measure_cases", "sum_rows",
+           "format_op_table", "run_op_table"]
+
+TARGET_SPEEDUP = {"dw": 5.0, "se": 3.0}
+ROOFLINE_SLACK = 1.25
+SUM_SLACK = 1.5
+LARGE_COUNTS = {"dw": 15, "se": 8}
+
+
+@contextlib.contextmanager
+def num_threads(n: Optional[int]):
+    old = torch.get_num_threads()
+    if n is not None:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+def measure_cases(cases: Sequence[OpCase], *, warmup: int = 5, runs: Optional[int] = None,
+                  seconds: Optional[float] = None, min_sample_seconds: float = 2e-4,
+                  progress: Optional[Callable[[float, str], None]] = None) -> List[Dict[str, object]]:
+    """One row dict per case (times in microseconds). ``seconds`` is the budget per case."""
+    rows = []
+    with torch.inference_mode():
+        for i, case in enumerate(cases):
+            if progress is not None:
+                progress(i / max(len(cases), 1), case.id)
+            err = case.max_abs_error()
+            stats = interleaved({"eager": case.eager, "ours": case.ours}, warmup=warmup, runs=runs,
+                                seconds=seconds, min_sample_seconds=min_sample_seconds, seed=i)
+            bw = copy_bandwidth(case.bytes_moved)
+            eager, ours = stats["eager"].median, stats["ours"].median
+            roof = case.bytes_moved / bw
+            row = {
+                "id": case.id, "kind": case.kind, "model": case.layer.model, "layer": case.name,
+                "layout": case.layout, "channels": case.layer.channels, "size": case.layer.size,
+                "kernel": getattr(case.layer, "kernel", None), "stride": getattr(case.layer, "stride", None),
+                "squeeze": getattr(case.layer, "squeeze", None),
+                "bytes": case.bytes_moved, "eager_us": eager * 1e6, "ours_us": ours * 1e6,
+                "eager_p10_us": stats["eager"].p10 * 1e6, "eager_p90_us": stats["eager"].p90 * 1e6,
+                "ours_p10_us": stats["ours"].p10 * 1e6, "ours_p90_us": stats["ours"].p90 * 1e6,
+                "samples": stats["ours"].n, "speedup": eager / ours, "gbps": case.bytes_moved / ours / 1e9,
+                "copy_gbps": bw / 1e9, "roofline_us": roof * 1e6, "x_roofline": ours / roof,
+                "max_abs_err": err,
+            }
+            row["target_met"] = bool(row["speedup"] >= TARGET_SPEEDUP[case.kind]
+                                     or row["x_roofline"] <= ROOFLINE_SLACK)
+            rows.append(row)
+    if progress is not None:
+        progress(1.0, "done")
+    return rows
+
+
+def sum_rows(rows: Iterable[Dict[str, object]]) -> List[Dict[str, object]]:
+    """Sums over Large's depthwise and SE layers, per layout (only when all of them were run)."""
+    rows = list(rows)
+    out = []
+    for kind in ("dw", "se"):
+        for layout in LAYOUTS:
+            sel = [r for r in rows if r["model"] == "large" and r["kind"] == kind and r["layout"] == layout]
+            if len(sel) != LARGE_COUNTS[kind]:
+                continue
+            eager = sum(r["eager_us"] for r in sel)
+            ours = sum(r["ours_us"] for r in sel)
+            roof = sum(r["roofline_us"] for r in sel)
+            moved = sum(r["bytes"] for r in sel)
+            out.append({
+                "id": f"large.sum_{kind}-{'cl' if layout == 'channels_last' else 'nchw'}",
+                "kind": kind, "layout": layout, "layers": len(sel), "bytes": moved,
+                "eager_us": eager, "ours_us": ours, "speedup": eager / ours,
+                "gbps": moved / (ours * 1e-6) / 1e9, "roofline_us": roof, "x_roofline": ours / roof,
+                "target_met": bool(ours / roof <= SUM_SLACK),
+            })
+    return out
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2 ** 20:.2f}" if n >= 2 ** 20 else f"{n / 2 ** 10:.0f} KiB"
+
+
+def format_op_table(rows: List[Dict[str, object]], sums: List[Dict[str, object]],
+                    header: Optional[str] = None) -> str:
+    """Markdown: one table per kind, then the Large sums; ready to paste into the README."""
+    lines: List[str] = []
+    if header:
+        lines += ["```", header, "```", ""]
+    layout_name = {"nchw": "NCHW", "channels_last": "NHWC"}
+    for kind, title in (("dw", "Depthwise conv + BN + activation"), ("se", "Squeeze-excite")):
+        sel = [r for r in rows if r["kind"] == kind]
+        if not sel:
+            continue
+        if kind == "dw":
+            cols = "| layer | C | H=W | k | s | layout | MiB | eager µs | ours µs | speedup | GB/s | roofline µs | ×roofline | target |"
+        else:
+            cols = "| layer | C | H=W | S | layout | MiB | eager µs | ours µs | speedup | GB/s | roofline µs | ×roofline | target |"
+        lines += [f"**{title}** (target ≥ {TARGET_SPEEDUP[kind]:g}× eager or ≤ {ROOFLINE_SLACK:g}× roofline)", "",
+                  cols, "|" + "---|" * (cols.count("|") - 1)]
+        for r in sel:
+            shape = (f"{r['channels']} | {r['size']} | {r['kernel']} | {r['stride']}" if kind == "dw"
+                     else f"{r['channels']} | {r['size']} | {r['squeeze']}")
+            name = f"{r['model']}.{kind}{r['layer'].split('.')[1].split('_')[0][len(kind):]}"
+            lines.append(
+                f"| {name} | {shape} | {layout_name[r['layout']]} | {r['bytes'] / 2 ** 20:.3f} | "
+                f"{r['eager_us']:.1f} | {r['ours_us']:.1f} | {r['speedup']:.2f}× | {r['gbps']:.1f} | "
+                f"{r['roofline_us']:.1f} | {r['x_roofline']:.2f} | {'✓' if r['target_met'] else '✗'} |"
+            )
+        lines.append("")
+    if sums:
+        cols = "| MobileNetV3-Large sum | layout | MiB | eager µs | ours µs | speedup | GB/s | roofline µs | ×roofline | target |"
+        lines += [f"**Sums over Large's 15 depthwise and 8 SE layers** (target ≤ {SUM_SLACK:g}× roofline)", "",
+                  cols, "|" + "---|" * (cols.count("|") - 1)]
+        for s in sums:
+            what = f"{s['layers']} {'depthwise' if s['kind'] == 'dw' else 'SE'}"
+            lines.append(
+                f"| {what} | {layout_name[s['layout']]} | {s['bytes'] / 2 ** 20:.2f} | {s['eager_us']:.1f} | "
+                f"{s['ours_us']:.1f} | {s['speedup']:.2f}× | {s['gbps']:.1f} | {s['roofline_us']:.1f} | "
+                f"{s['x_roofline']:.2f} | {'✓' if s['target_met'] else '✗'} |"
+            )
+        lines.append("")
+    lines.append(
+        "Medians of interleaved samples, 1 image. MiB = bytes read + written incl. weights; GB/s = that / ours; "
+        "roofline = bytes / single-thread copy bandwidth at the same working-set size "
+        f"(numpy copy, {copy_call_overhead() * 1e6:.2f} µs call overhead subtracted)."
+    )
+    return "\n".join(lines)
+
+
+def run_op_table(models=("large", "small"), kinds=("dw", "se"), layouts=LAYOUTS, match=None,
+                 threads: int = 1, warmup: int = 5, runs: Optional[int] = None,
+                 seconds: Optional[float] = None, progress=None):
+    """Build the cases, measure them at ``threads`` threads, return (rows, sums)."""
+    with num_threads(threads):
+        cases = all_cases(models=models, kinds=kinds, layouts=layouts, match=match)
+        rows = measure_cases(cases, warmup=warmup, runs=runs, seconds=seconds, progress=progress)
+    return rows, sum_rows(rows)

@@ -1,0 +1,159 @@
+"""Interleaved round-robin timing of several callables in one process.
+
+Every round calls each callable once (or ``number`` times in a row for very short ones, timed as
+one sample and divided), in a fresh shuffled order, so slow drifts of the machine (frequency,
+other tenants, thermal) hit all candidates alike. Warm-up rounds are run first and excluded.
+Summaries are medians and percentiles, never means alone.
+"""
+from __future__ import annotations
+
+import math
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Dict, List, Mapping, Optional, Sequence
+
+__all__ = ["Stats", "summarize", "percentile", "interleaved", "calibrate_number"]
+
+
+def percentile(sorted_values: Sequence[float], q: float) -> float:
+    """Linear-interpolated percentile (``q`` in [0, 100]) of an already sorted sequence."""
+    if not sorted_values:
+        return math.nan
+    if len(sorted_values) == 1:
+        return float(sorted_values[0])
+    pos = (len(sorted_values) - 1) * q / 100.0
+    lo = int(math.floor(pos))
+    hi = min(lo + 1, len(sorted_values) - 1)
+    frac = pos - lo
+    return float(sorted_values[lo] * (1.0 - frac) + sorted_values[hi] * frac)
+
+
+@dataclass
+class Stats:
+    """Summary of one callable's samples, in seconds per call."""
+
+    samples: List[float] = field(repr=False)
+    number: int  # calls per sample
+    median: float
+    p10: float
+    p90: float
+    mean: float
+    min: float
+    max: float
+
+    @property
+    def n(self) -> int:
+        return len(self.samples)
+
+    def as_dict(self, unit: float = 1e-3, with_samples: bool = False) -> Dict[str, float]:
+        """Summary in ``unit`` seconds (default milliseconds)."""
+        d = {k: v / unit for k, v in asdict(self).items() if k not in ("samples", "number")}
+        d["n"] = self.n
+        d["number"] = self.number
+        if with_samples:
+            d["samples"] = [s / unit for s in self.samples]
+        return d
+
+
+def summarize(samples: Sequence[float], number: int = 1) -> Stats:
+    s = sorted(float(v) for v in samples)
+    if not s:
+        raise ValueError("samples: need at least one sample")
+    return Stats(
+        samples=list(samples), number=number, median=percentile(s, 50), p10=percentile(s, 10),
+        p90=percentile(s, 90), mean=sum(s) / len(s), min=s[0], max=s[-1],
+    )
+
+
+def calibrate_number(fn: Callable[[], object], min_sample_seconds: float, max_number: int = 10000) -> int:
+    """Smallest power-of-two-ish call count whose back-to-back time reaches ``min_sample_seconds``."""
+    if min_sample_seconds <= 0:
+        return 1
+    number = 1
+    while number < max_number:
+        t0 = time.perf_counter()
+        for _ in range(number):
+            fn()
+        elapsed = time.perf_counter() - t0
+        if elapsed >= min_sample_seconds:
+            break
+        # Aim a little above the target from the measured rate.
+        guess = int(number * min_sample_seconds / max(elapsed, 1e-9) * 1.2) + 1
+        number = min(max_number, max(number * 2, guess))
+    return number
+
+
+def interleaved(
+    fns: Mapping[str, Callable[[], object]],
+    *,
+    warmup: int = 3,
+    runs: Optional[int] = None,
+    seconds: Optional[float] = None,
+    min_runs: int = 3,
+    max_runs: int = 1_000_000,
+    min_sample_seconds: float = 0.0,
+    shuffle: bool = True,
+    seed: int = 0,
+    progress: Optional[Callable[[float, str], None]] = None,
+) -> Dict[str, Stats]:
+    """Time ``fns`` round-robin; returns per-name :class:`Stats` (seconds per call).
+
+    Exactly one of ``runs`` (number of timed rounds) or ``seconds`` (time budget for the timed
+    rounds, at least ``min_runs`` rounds) should be given; ``runs`` defaults to 20.
+    ``warmup`` rounds come first and are discarded (the first call of each is also where lazy
+    initialisation happens). With ``min_sample_seconds`` > 0, very short callables are called
+    ``number`` times per sample (calibrated after warm-up) so that timer overhead stays negligible.
+    ``progress(fraction, message)`` is called after every round.
+    """
+    if runs is not None and seconds is not None:
+        raise ValueError("runs/seconds: give one of them, not both")
+    if runs is None and seconds is None:
+        runs = 20
+    if runs is not None and runs < 1:
+        raise ValueError(f"runs: must be >= 1, got {runs}")
+    if seconds is not None and seconds <= 0:
+        raise ValueError(f"seconds: must be > 0, got {seconds}")
+    if warmup < 0:
+        raise ValueError(f"warmup: must be >= 0, got {warmup}")
+    names = list(fns)
+    if not names:
+        return {}
+    rng = random.Random(seed)
+    order = list(names)
+    for i in range(warmup):
+        for name in order:
+            fns[name]()
+        if progress is not None:
+            progress(0.0, f"warm-up {i + 1}/{warmup}")
+    numbers = {name: calibrate_number(fns[name], min_sample_seconds) for name in names}
+    samples: Dict[str, List[float]] = {name: [] for name in names}
+    clock = time.perf_counter
+    start = clock()
+    done = 0
+    while True:
+        if runs is not None and done >= runs:
+            break
+        if seconds is not None and done >= min_runs and (clock() - start >= seconds or done >= max_runs):
+            break
+        if shuffle:
+            rng.shuffle(order)
+        for name in order:
+            fn, number = fns[name], numbers[name]
+            if number == 1:
+                t0 = clock()
+                fn()
+                samples[name].append(clock() - t0)
+            else:
+                t0 = clock()
+                for _ in range(number):
+                    fn()
+                samples[name].append((clock() - t0) / number)
+        done += 1
+        if progress is not None:
+            if runs is not None:
+                frac = done / runs
+            else:
+                frac = min(1.0, (clock() - start) / seconds)
+            progress(frac, f"round {done}" + (f"/{runs}" if runs is not None else ""))
+    return {name: summarize(samples[name], numbers[name]) for name in names}
