@@ -1,58 +1,417 @@
-// Portable depthwise conv: the correctness baseline for every SIMD path and the
-// fallback on CPUs without one. Plain loops; the compiler may auto-vectorise them.
-#include <algorithm>
+// AVX-512 fused depthwise conv + bias + activation.
+//
+// NHWC (channels-last): vector over 16 channels (masked tail for C % 16). Per output row and
+// channel tile the kh*kw weight vectors stay in registers; output pixels are split into a left
+// edge, an interior computed P pixels at a time without any bounds checks, and a right edge.
+// Rows outside the input are skipped per output row (no per-channel branches). 3x3 and 5x5 with
+// stride 1/2 and dilation 1 are compile-time specialisations; any other shape takes a general
+// path with run-time loops.
+//
+// NCHW: per plane the input is copied into a zero-padded scratch; for stride s each padded row
+// is split into s phases (padded col x -> phase x % s, index x / s), so the taps of 16
+// consecutive output columns are one unaligned load each. Output vectors ("jobs", row-major
+// over (oy, 16-column block)) are processed U at a time for independent FMA chains, with the
+// weights broadcast in registers.
+//
+// Every output element is bias + sum over taps in (ky, kx) order, one FMA per tap, computed by
+// exactly one call: results do not depend on how rows/planes are split between threads.
+// Activations follow PyTorch: relu/relu6 keep NaN (max/min operand order below), hardswish is
+// x * min(max(x + 3, 0), 6) / 6 with a real division.
+//
+// This file is compiled with AVX-512 flags: everything stays in mnv3ext::avx512 with internal
+// linkage, no STL templates are instantiated, scratch comes from thread_scratch().
+#include <immintrin.h>
 
-#include "activation.h"
+#include <cstdint>
+#include <cstring>
+
 #include "kernels.h"
 
+// GCC 12 reports _mm512_undefined_ps() inside min/max intrinsics as maybe-uninitialized.
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+
 namespace mnv3ext::avx512 {
+namespace {
+
+// ---------------------------------------------------------------- ISA layer
+constexpr int64_t kLanes = 16;
+using Vec = __m512;
+using Mask = __mmask16;
+
+inline Mask lanes_mask(int64_t n) {  // first min(n, 16) lanes
+  return n >= kLanes ? Mask(0xFFFF) : Mask((1u << n) - 1u);
+}
+inline Mask full_mask() { return Mask(0xFFFF); }
+inline Vec vload(const float* p) { return _mm512_loadu_ps(p); }
+inline Vec vloadm(const float* p, Mask m) { return _mm512_maskz_loadu_ps(m, p); }
+inline void vstore(float* p, Vec v) { _mm512_storeu_ps(p, v); }
+inline void vstorem(float* p, Mask m, Vec v) { _mm512_mask_storeu_ps(p, m, v); }
+inline Vec vfma(Vec a, Vec b, Vec c) { return _mm512_fmadd_ps(a, b, c); }
+inline Vec vset1(float x) { return _mm512_set1_ps(x); }
+inline Vec vzero() { return _mm512_setzero_ps(); }
+inline Vec vadd(Vec a, Vec b) { return _mm512_add_ps(a, b); }
+inline Vec vmul(Vec a, Vec b) { return _mm512_mul_ps(a, b); }
+inline Vec vdiv(Vec a, Vec b) { return _mm512_div_ps(a, b); }
+// max(a, b) = a > b ? a : b and min(a, b) = a < b ? a : b: a NaN in b comes through.
+inline Vec vmax(Vec a, Vec b) { return _mm512_max_ps(a, b); }
+inline Vec vmin(Vec a, Vec b) { return _mm512_min_ps(a, b); }
+
+// Stride-2 deinterleave: 16 floats at even (phase 0) or odd (phase 1) positions of src[0..32).
+inline Vec deinterleave2(const float* src, int phase) {
+  const __m512i idx = _mm512_add_epi32(
+      _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30),
+      _mm512_set1_epi32(phase));
+  return _mm512_permutex2var_ps(vload(src), idx, vload(src + 16));
+}
+
+// Tuning: output pixels per NHWC interior step, output vectors per NCHW step, and whether
+// the kh*kw weight vectors are kept in registers (32 zmm registers).
+constexpr int nhwc_pixels(int taps) { return taps <= 9 ? 8 : 5; }
+constexpr int nhwc_pixels_tail(int taps) { return taps <= 9 ? 8 : 4; }
+constexpr bool nhwc_weights_in_regs(int taps) { return taps <= 25; }
+constexpr int nchw_vectors(int taps) { return taps <= 9 ? 8 : 5; }
+constexpr bool nchw_weights_in_regs(int taps) { return taps <= 25; }
+
+// ---------------------------------------------------------------- shared body
+inline Vec activate(Activation a, Vec x) {
+  switch (a) {
+    case Activation::kRelu: return vmax(vzero(), x);  // 0 > x ? 0 : x
+    case Activation::kRelu6: return vmin(vset1(6.0f), vmax(vzero(), x));
+    case Activation::kHardswish: {
+      const Vec t = vmin(vset1(6.0f), vmax(vzero(), vadd(x, vset1(3.0f))));
+      return vdiv(vmul(x, t), vset1(6.0f));
+    }
+    default: return x;
+  }
+}
+
+template <bool Tail>
+inline Vec ld(const float* p, Mask m) {
+  if constexpr (Tail) return vloadm(p, m);
+  else return vload(p);
+}
+template <bool Tail>
+inline void st(float* p, Mask m, Vec v) {
+  if constexpr (Tail) vstorem(p, m, v);
+  else vstore(p, v);
+}
+
+// ---- NHWC
+// One output row, one channel tile. rows[ky] points at input row iy = oy*sh - pt + ky*dh at
+// the tile's first channel, or is null when that row is padding. wp = packed + c0, out = output
+// row + c0. Pixels [0, ox_l) and [ox_r, out_w) need column checks, [ox_l, ox_r) do not.
+struct NhwcTileArgs {
+  const DwConvShape* s;
+  const float* const* rows;
+  const float* wp;
+  int64_t padded;
+  float* out;
+  int64_t ox_l, ox_r;
+  Mask m;
+};
+using NhwcTileFn = void (*)(const NhwcTileArgs&);
+
+template <int KH, int KW, int S, bool Tail>
+void nhwc_tile_k(const NhwcTileArgs& a) {
+  constexpr int T = KH * KW;
+  constexpr bool WR = nhwc_weights_in_regs(T);
+  constexpr int P = Tail ? nhwc_pixels_tail(T) : nhwc_pixels(T);
+  const int64_t C = a.s->channels, W = a.s->in_w, OW = a.s->out_w, pl = a.s->pad_left;
+  const int64_t padded = a.padded;
+  const float* wp = a.wp;
+  const Mask m = a.m;
+  const float* rows[KH];
+  for (int ky = 0; ky < KH; ++ky) rows[ky] = a.rows[ky];
+  Vec w[WR ? T : 1];
+  if constexpr (WR)
+    for (int t = 0; t < T; ++t) w[t] = vload(wp + (1 + t) * padded);
+  auto weight = [&](int t) {
+    if constexpr (WR) return w[t];
+    else return vload(wp + (1 + t) * padded);
+  };
+  auto edge = [&](int64_t ox) {
+    const int64_t ix0 = ox * S - pl;
+    Vec acc = vload(wp);
+    for (int ky = 0; ky < KH; ++ky) {
+      if (!rows[ky]) continue;
+      for (int kx = 0; kx < KW; ++kx) {
+        const int64_t ix = ix0 + kx;
+        if (ix < 0 || ix >= W) continue;
+        acc = vfma(weight(ky * KW + kx), ld<Tail>(rows[ky] + ix * C, m), acc);
+      }
+    }
+    st<Tail>(a.out + ox * C, m, activate(a.s->activation, acc));
+  };
+  int64_t ox = 0;
+  for (; ox < a.ox_l; ++ox) edge(ox);
+  for (; ox + P <= a.ox_r; ox += P) {
+    Vec acc[P];
+    const Vec bias = vload(wp);
+    for (int p = 0; p < P; ++p) acc[p] = bias;
+    const int64_t off = (ox * S - pl) * C;
+    for (int ky = 0; ky < KH; ++ky) {
+      if (!rows[ky]) continue;
+      const float* r = rows[ky] + off;
+      for (int kx = 0; kx < KW; ++kx) {
+        const Vec wt = weight(ky * KW + kx);
+        for (int p = 0; p < P; ++p) acc[p] = vfma(wt, ld<Tail>(r + (p * S + kx) * C, m), acc[p]);
+      }
+    }
+    const Activation act = a.s->activation;
+    for (int p = 0; p < P; ++p) st<Tail>(a.out + (ox + p) * C, m, activate(act, acc[p]));
+  }
+  for (; ox < OW; ++ox) edge(ox);
+}
+
+template <bool Tail>
+void nhwc_tile_generic(const NhwcTileArgs& a) {
+  const DwConvShape& s = *a.s;
+  const int KH = s.kernel_h, KW = s.kernel_w;
+  const int64_t C = s.channels, W = s.in_w, OW = s.out_w, pl = s.pad_left;
+  const int64_t S = s.stride_w, D = s.dilation_w, padded = a.padded;
+  const float* wp = a.wp;
+  const Mask m = a.m;
+  const Activation act = s.activation;
+  auto edge = [&](int64_t ox) {
+    const int64_t ix0 = ox * S - pl;
+    Vec acc = vload(wp);
+    for (int ky = 0; ky < KH; ++ky) {
+      if (!a.rows[ky]) continue;
+      for (int kx = 0; kx < KW; ++kx) {
+        const int64_t ix = ix0 + kx * D;
+        if (ix < 0 || ix >= W) continue;
+        acc = vfma(vload(wp + (1 + ky * KW + kx) * padded), ld<Tail>(a.rows[ky] + ix * C, m), acc);
+      }
+    }
+    st<Tail>(a.out + ox * C, m, activate(act, acc));
+  };
+  constexpr int P = 4;
+  int64_t ox = 0;
+  for (; ox < a.ox_l; ++ox) edge(ox);
+  for (; ox + P <= a.ox_r; ox += P) {
+    const Vec bias = vload(wp);
+    Vec acc[P] = {bias, bias, bias, bias};
+    const int64_t off = (ox * S - pl) * C;
+    for (int ky = 0; ky < KH; ++ky) {
+      if (!a.rows[ky]) continue;
+      const float* r = a.rows[ky] + off;
+      for (int kx = 0; kx < KW; ++kx) {
+        const Vec wt = vload(wp + (1 + ky * KW + kx) * padded);
+        for (int p = 0; p < P; ++p) acc[p] = vfma(wt, ld<Tail>(r + (p * S + kx * D) * C, m), acc[p]);
+      }
+    }
+    for (int p = 0; p < P; ++p) st<Tail>(a.out + (ox + p) * C, m, activate(act, acc[p]));
+  }
+  for (; ox < OW; ++ox) edge(ox);
+}
+
+// ---- NCHW
+// scr: padded plane, rows of s_w phases of `r` floats each; row y of the padded plane at
+// scr + y * s_w * r. Output vector jobs are row-major over (oy, 16-column block).
+struct NchwPlaneArgs {
+  const DwConvShape* s;
+  const float* scr;
+  int64_t r;          // floats per phase row
+  const float* taps;  // packed + padded + c: tap t at taps[t * padded]
+  int64_t padded;
+  float bias;
+  float* out;
+};
+using NchwPlaneFn = void (*)(const NchwPlaneArgs&);
+
+template <int K, int S>
+void nchw_plane_k(const NchwPlaneArgs& a) {
+  constexpr int T = K * K;
+  constexpr int U = nchw_vectors(T);
+  constexpr bool WR = nchw_weights_in_regs(T);
+  const int64_t OH = a.s->out_h, OW = a.s->out_w, R = a.r, pitch = S * R;
+  const int64_t nvec = (OW + kLanes - 1) / kLanes, jobs = OH * nvec;
+  const Mask tail = lanes_mask(OW - (nvec - 1) * kLanes);
+  const Activation act = a.s->activation;
+  Vec w[WR ? T : 1];
+  if constexpr (WR)
+    for (int t = 0; t < T; ++t) w[t] = vset1(a.taps[t * a.padded]);
+  auto weight = [&](int t) {
+    if constexpr (WR) return w[t];
+    else return vset1(a.taps[t * a.padded]);
+  };
+  const Vec bias = vset1(a.bias);
+  int64_t oy = 0, v = 0, q = 0;
+  for (; q + U <= jobs; q += U) {
+    const float* src[U];
+    float* dst[U];
+    Mask mk[U];
+    for (int u = 0; u < U; ++u) {
+      src[u] = a.scr + oy * S * pitch + v * kLanes;
+      dst[u] = a.out + oy * OW + v * kLanes;
+      mk[u] = v == nvec - 1 ? tail : full_mask();
+      if (++v == nvec) v = 0, ++oy;
+    }
+    Vec acc[U];
+    for (int u = 0; u < U; ++u) acc[u] = bias;
+    for (int ky = 0; ky < K; ++ky)
+      for (int kx = 0; kx < K; ++kx) {
+        const Vec wt = weight(ky * K + kx);
+        const int64_t off = ky * pitch + (kx % S) * R + kx / S;
+        for (int u = 0; u < U; ++u) acc[u] = vfma(wt, vload(src[u] + off), acc[u]);
+      }
+    for (int u = 0; u < U; ++u) vstorem(dst[u], mk[u], activate(act, acc[u]));
+  }
+  for (; q < jobs; ++q) {
+    const float* src = a.scr + oy * S * pitch + v * kLanes;
+    float* dst = a.out + oy * OW + v * kLanes;
+    const Mask mk = v == nvec - 1 ? tail : full_mask();
+    if (++v == nvec) v = 0, ++oy;
+    Vec acc = bias;
+    for (int ky = 0; ky < K; ++ky)
+      for (int kx = 0; kx < K; ++kx)
+        acc = vfma(weight(ky * K + kx), vload(src + ky * pitch + (kx % S) * R + kx / S), acc);
+    vstorem(dst, mk, activate(act, acc));
+  }
+}
+
+void nchw_plane_generic(const NchwPlaneArgs& a) {
+  const DwConvShape& s = *a.s;
+  const int KH = s.kernel_h, KW = s.kernel_w;
+  const int64_t SH = s.stride_h, SW = s.stride_w, DH = s.dilation_h, DW = s.dilation_w;
+  const int64_t OH = s.out_h, OW = s.out_w, R = a.r, pitch = SW * R;
+  const int64_t nvec = (OW + kLanes - 1) / kLanes, jobs = OH * nvec;
+  const Mask tail = lanes_mask(OW - (nvec - 1) * kLanes);
+  const Vec bias = vset1(a.bias);
+  constexpr int U = 4;
+  int64_t oy = 0, v = 0, q = 0;
+  for (; q < jobs; q += U) {
+    const int n = int(jobs - q < U ? jobs - q : U);
+    const float* src[U];
+    float* dst[U];
+    Mask mk[U];
+    for (int u = 0; u < n; ++u) {
+      src[u] = a.scr + oy * SH * pitch + v * kLanes;
+      dst[u] = a.out + oy * OW + v * kLanes;
+      mk[u] = v == nvec - 1 ? tail : full_mask();
+      if (++v == nvec) v = 0, ++oy;
+    }
+    for (int u = n; u < U; ++u) src[u] = src[0], dst[u] = nullptr, mk[u] = 0;
+    Vec acc[U] = {bias, bias, bias, bias};
+    for (int ky = 0; ky < KH; ++ky)
+      for (int kx = 0; kx < KW; ++kx) {
+        const Vec wt = vset1(a.taps[(ky * KW + kx) * a.padded]);
+        const int64_t off = ky * DH * pitch + (kx * DW % SW) * R + kx * DW / SW;
+        for (int u = 0; u < U; ++u) acc[u] = vfma(wt, vload(src[u] + off), acc[u]);
+      }
+    for (int u = 0; u < n; ++u) vstorem(dst[u], mk[u], activate(s.activation, acc[u]));
+  }
+}
+
+// Fills the padded, phase-split copy of one input plane: rows [0, hp) of s_w phases of r
+// floats. Padded (y, x) holds input (y - pt, x - pl) or zero.
+void fill_scratch(const DwConvShape& s, const float* in, float* scr, int64_t hp, int64_t r) {
+  const int64_t H = s.in_h, W = s.in_w, SW = s.stride_w, pt = s.pad_top, pl = s.pad_left;
+  for (int64_t y = 0; y < hp; ++y) {
+    float* row = scr + y * SW * r;
+    const int64_t iy = y - pt;
+    if (iy < 0 || iy >= H) {
+      std::memset(row, 0, sizeof(float) * SW * r);
+      continue;
+    }
+    const float* src = in + iy * W;
+    for (int64_t p = 0; p < SW; ++p) {
+      float* dst = row + p * r;
+      // dst[j] = src[j * SW + p - pl] for j in [j0, j1).
+      const int64_t lo = pl - p, hi = pl - p + W;
+      int64_t j0 = lo <= 0 ? 0 : (lo + SW - 1) / SW;
+      int64_t j1 = hi <= 0 ? 0 : (hi + SW - 1) / SW;
+      if (j1 > r) j1 = r;
+      if (j0 > j1) j0 = j1;
+      std::memset(dst, 0, sizeof(float) * j0);
+      const float* sp = src + (j0 * SW + p - pl);
+      if (SW == 1) {
+        std::memcpy(dst + j0, sp, sizeof(float) * (j1 - j0));
+      } else {
+        int64_t j = j0;
+        if (SW == 2) {
+          // Vector while the 32 floats read stay inside the row.
+          for (; j + kLanes <= j1 && (j * 2 + p - pl) + 2 * kLanes <= W; j += kLanes)
+            vstore(dst + j, deinterleave2(src + (j * 2 + p - pl), 0));
+        }
+        for (; j < j1; ++j) dst[j] = src[j * SW + p - pl];
+      }
+      std::memset(dst + j1, 0, sizeof(float) * (r - j1));
+    }
+  }
+}
+
+}  // namespace
 
 void dwconv_nhwc_rows(const DwConvShape& s, const float* input, const float* packed,
                       float* output, int64_t row_begin, int64_t row_end) {
-  const int64_t channels = s.channels, padded = padded_channels(s.channels);
+  const int64_t C = s.channels, padded = padded_channels(C);
+  const int64_t H = s.in_h, W = s.in_w, OH = s.out_h, OW = s.out_w;
+  const int64_t SW = s.stride_w, pl = s.pad_left;
+  // Interior columns: every tap inside the input.
+  int64_t ox_l = (pl + SW - 1) / SW;
+  if (ox_l > OW) ox_l = OW;
+  const int64_t last = W - 1 + pl - int64_t(s.kernel_w - 1) * s.dilation_w;
+  int64_t ox_r = last < 0 ? 0 : last / SW + 1;
+  if (ox_r > OW) ox_r = OW;
+  if (ox_r < ox_l) ox_r = ox_l;
+
+  NhwcTileFn full = nhwc_tile_generic<false>, tail = nhwc_tile_generic<true>;
+  if (s.kernel_h == s.kernel_w && s.stride_h == s.stride_w && s.dilation_h == 1 &&
+      s.dilation_w == 1) {
+    const int k = s.kernel_h, st = s.stride_h;
+    if (k == 3 && st == 1) full = nhwc_tile_k<3, 3, 1, false>, tail = nhwc_tile_k<3, 3, 1, true>;
+    if (k == 3 && st == 2) full = nhwc_tile_k<3, 3, 2, false>, tail = nhwc_tile_k<3, 3, 2, true>;
+    if (k == 5 && st == 1) full = nhwc_tile_k<5, 5, 1, false>, tail = nhwc_tile_k<5, 5, 1, true>;
+    if (k == 5 && st == 2) full = nhwc_tile_k<5, 5, 2, false>, tail = nhwc_tile_k<5, 5, 2, true>;
+  }
+
+  const float* base[8];
+  const float* rows[8];
   for (int64_t row = row_begin; row < row_end; ++row) {
-    const int64_t n = row / s.out_h, oy = row % s.out_h;
-    for (int64_t ox = 0; ox < s.out_w; ++ox) {
-      float* out = output + (row * s.out_w + ox) * channels;
-      std::copy(packed, packed + channels, out);
-      for (int ky = 0; ky < s.kernel_h; ++ky) {
-        const int64_t iy = oy * s.stride_h - s.pad_top + int64_t(ky) * s.dilation_h;
-        if (iy < 0 || iy >= s.in_h) continue;
-        for (int kx = 0; kx < s.kernel_w; ++kx) {
-          const int64_t ix = ox * s.stride_w - s.pad_left + int64_t(kx) * s.dilation_w;
-          if (ix < 0 || ix >= s.in_w) continue;
-          const float* in = input + ((n * s.in_h + iy) * s.in_w + ix) * channels;
-          const float* tap = packed + (1 + ky * s.kernel_w + kx) * padded;
-          for (int64_t c = 0; c < channels; ++c) out[c] += tap[c] * in[c];
-        }
-      }
-      for (int64_t c = 0; c < channels; ++c) out[c] = apply_activation(s.activation, out[c]);
+    const int64_t n = row / OH, oy = row % OH;
+    for (int ky = 0; ky < s.kernel_h; ++ky) {
+      const int64_t iy = oy * s.stride_h - s.pad_top + int64_t(ky) * s.dilation_h;
+      base[ky] = (iy < 0 || iy >= H) ? nullptr : input + (n * H + iy) * W * C;
+    }
+    float* out_row = output + row * OW * C;
+    for (int64_t c0 = 0; c0 < C; c0 += kLanes) {
+      for (int ky = 0; ky < s.kernel_h; ++ky) rows[ky] = base[ky] ? base[ky] + c0 : nullptr;
+      const NhwcTileArgs args{&s, rows, packed + c0, padded, out_row + c0, ox_l, ox_r,
+                              lanes_mask(C - c0)};
+      if (C - c0 >= kLanes) full(args);
+      else tail(args);
     }
   }
 }
 
 void dwconv_nchw_planes(const DwConvShape& s, const float* input, const float* packed,
                         float* output, int64_t plane_begin, int64_t plane_end) {
-  const int64_t padded = padded_channels(s.channels);
+  if (plane_begin >= plane_end) return;
+  const int64_t C = s.channels, padded = padded_channels(C);
+  const int64_t OW = s.out_w, OH = s.out_h;
+  const int64_t nvec = (OW + kLanes - 1) / kLanes;
+  // Phase rows cover every output vector's taps, including the lanes past out_w.
+  const int64_t r = nvec * kLanes + int64_t(s.kernel_w - 1) * s.dilation_w / s.stride_w + 1;
+  const int64_t hp = (OH - 1) * s.stride_h + int64_t(s.kernel_h - 1) * s.dilation_h + 1;
+  float* scr = thread_scratch(hp * s.stride_w * r);
+
+  NchwPlaneFn fn = nchw_plane_generic;
+  if (s.kernel_h == s.kernel_w && s.stride_h == s.stride_w && s.dilation_h == 1 &&
+      s.dilation_w == 1) {
+    const int k = s.kernel_h, st = s.stride_h;
+    if (k == 3 && st == 1) fn = nchw_plane_k<3, 1>;
+    if (k == 3 && st == 2) fn = nchw_plane_k<3, 2>;
+    if (k == 5 && st == 1) fn = nchw_plane_k<5, 1>;
+    if (k == 5 && st == 2) fn = nchw_plane_k<5, 2>;
+  }
+  const int64_t in_plane = s.in_h * s.in_w, out_plane = OH * OW;
   for (int64_t plane = plane_begin; plane < plane_end; ++plane) {
-    const int64_t c = plane % s.channels;
-    const float* in = input + plane * s.in_h * s.in_w;
-    float* out = output + plane * s.out_h * s.out_w;
-    for (int64_t oy = 0; oy < s.out_h; ++oy) {
-      for (int64_t ox = 0; ox < s.out_w; ++ox) {
-        float acc = packed[c];
-        for (int ky = 0; ky < s.kernel_h; ++ky) {
-          const int64_t iy = oy * s.stride_h - s.pad_top + int64_t(ky) * s.dilation_h;
-          if (iy < 0 || iy >= s.in_h) continue;
-          for (int kx = 0; kx < s.kernel_w; ++kx) {
-            const int64_t ix = ox * s.stride_w - s.pad_left + int64_t(kx) * s.dilation_w;
-            if (ix < 0 || ix >= s.in_w) continue;
-            acc += packed[(1 + ky * s.kernel_w + kx) * padded + c] * in[iy * s.in_w + ix];
-          }
-        }
-        out[oy * s.out_w + ox] = apply_activation(s.activation, acc);
-      }
-    }
+    const int64_t c = plane % C;
+    fill_scratch(s, input + plane * in_plane, scr, hp, r);
+    const NchwPlaneArgs args{&s, scr, r, packed + padded + c, padded, packed[c],
+                             output + plane * out_plane};
+    fn(args);
   }
 }
 
