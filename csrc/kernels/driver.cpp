@@ -117,60 +117,125 @@ SeShape make_se_shape(int64_t batch, int64_t channels, int64_t hw, int64_t squee
   return SeShape{batch, channels, hw, squeeze, activation, gate};
 }
 
+namespace {
+
+// Fixed work unit of the SE phases: 16 planes, channels or FC rows. Kernel calls always start
+// on a block boundary, so a kernel that groups rows by any divisor of 16 groups them the
+// same way for every thread count.
+constexpr int64_t kSeBlock = 16;
+// The FC layers only use the pool when each thread gets at least this many weights.
+constexpr int64_t kMinFcWeightsPerThread = 65536;
+
+// Per calling thread; separate from thread_scratch() so ISA kernels may use that freely.
+float* se_buffer(int64_t floats) {
+  thread_local std::vector<float> buffer;
+  if (int64_t(buffer.size()) < floats) buffer.resize(floats);
+  return buffer.data();
+}
+
+void activate(Activation activation, float* values, int64_t count) {
+  // One loop per activation so each can be vectorised.
+  switch (activation) {
+    case Activation::kRelu:
+      for (int64_t i = 0; i < count; ++i) values[i] = apply_activation(Activation::kRelu, values[i]);
+      break;
+    case Activation::kHardswish:
+      for (int64_t i = 0; i < count; ++i)
+        values[i] = apply_activation(Activation::kHardswish, values[i]);
+      break;
+    case Activation::kHardsigmoid:
+      for (int64_t i = 0; i < count; ++i)
+        values[i] = apply_activation(Activation::kHardsigmoid, values[i]);
+      break;
+    default:
+      for (int64_t i = 0; i < count; ++i) values[i] = apply_activation(activation, values[i]);
+      break;
+  }
+}
+
+// y[r] = act(b[r] + W[r, :] . x) for r in [0, rows), rows split over threads in whole blocks.
+void se_fc(const KernelTable& kernels, const float* weight, const float* bias, const float* x,
+           int64_t rows, int64_t cols, Activation activation, float* y, int threads) {
+  const int64_t blocks = (rows + kSeBlock - 1) / kSeBlock;
+  const int64_t by_size = std::max<int64_t>(1, rows * cols / kMinFcWeightsPerThread);
+  const int fc_threads = int(std::max<int64_t>(1, std::min<int64_t>({threads, by_size, blocks})));
+  auto body = [&](int64_t b0, int64_t b1) {
+    const int64_t r0 = b0 * kSeBlock, r1 = std::min(rows, b1 * kSeBlock);
+    kernels.matvec(weight + r0 * cols, bias ? bias + r0 : nullptr, x, r1 - r0, cols, y + r0);
+    activate(activation, y + r0, r1 - r0);
+  };
+  if (fc_threads == 1)
+    body(0, blocks);
+  else
+    parallel_for(blocks, fc_threads, body);
+}
+
+}  // namespace
+
 void squeeze_excite(const SeShape& s, const float* input, const float* fc1_weight,
                     const float* fc1_bias, const float* fc2_weight, const float* fc2_bias,
                     float* output, bool channels_last, int threads) {
   const KernelTable& kernels = active_kernels();
-  const int64_t C = s.channels, HW = s.hw;
-  std::vector<float> pooled(s.batch * C), hidden(s.squeeze), gates(s.batch * C);
-  const int64_t floats = s.batch * C * HW;
+  const int64_t N = s.batch, C = s.channels, HW = s.hw, S = s.squeeze;
+  if (N == 0) return;
+  float* const pooled = se_buffer(2 * N * C + S);
+  float* const gates = pooled + N * C;
+  float* const hidden = gates + N * C;
+  const int64_t floats = N * C * HW;
 
   // 1. Per-channel sums, partitioned by channel so each sum has one fixed order.
   if (channels_last) {
-    const int64_t blocks = s.batch * ((C + kChannelAlign - 1) / kChannelAlign);
-    const int64_t per_image = blocks / std::max<int64_t>(1, s.batch);
-    parallel_for(blocks, threads_for(floats, threads, blocks), [&](int64_t b0, int64_t b1) {
-      for (int64_t b = b0; b < b1; ++b) {
-        const int64_t n = b / per_image, c0 = (b % per_image) * kChannelAlign;
-        const int64_t count = std::min(kChannelAlign, C - c0);
-        kernels.pixel_sum(input + n * HW * C + c0, HW, C, count, pooled.data() + n * C + c0);
+    const int64_t per_image = (C + kSeBlock - 1) / kSeBlock, blocks = N * per_image;
+    auto body = [&](int64_t b0, int64_t b1) {
+      for (int64_t b = b0; b < b1;) {  // one call per image's run of channel blocks
+        const int64_t n = b / per_image, end = std::min(b1, (n + 1) * per_image);
+        const int64_t c0 = (b - n * per_image) * kSeBlock;
+        const int64_t c1 = std::min(C, (end - n * per_image) * kSeBlock);
+        kernels.pixel_sum(input + n * HW * C + c0, HW, C, c1 - c0, pooled + n * C + c0);
+        b = end;
       }
-    });
+    };
+    const int t = threads_for(floats, threads, blocks);
+    if (t == 1) body(0, blocks); else parallel_for(blocks, t, body);
   } else {
-    const int64_t planes = s.batch * C;
-    parallel_for(planes, threads_for(floats, threads, planes), [&](int64_t p0, int64_t p1) {
-      kernels.plane_sum(input + p0 * HW, p1 - p0, HW, pooled.data() + p0);
-    });
+    const int64_t planes = N * C, blocks = (planes + kSeBlock - 1) / kSeBlock;
+    auto body = [&](int64_t b0, int64_t b1) {
+      const int64_t p0 = b0 * kSeBlock, p1 = std::min(planes, b1 * kSeBlock);
+      kernels.plane_sum(input + p0 * HW, p1 - p0, HW, pooled + p0);
+    };
+    const int t = threads_for(floats, threads, blocks);
+    if (t == 1) body(0, blocks); else parallel_for(blocks, t, body);
   }
 
-  // 2. The two small FC layers, serial: they read 2*C*S weights once per image.
+  // 2. The two small FC layers per image (rows split over threads only when they are large).
   const float inv_hw = 1.0f / float(HW);
-  for (int64_t n = 0; n < s.batch; ++n) {
-    float* mean = pooled.data() + n * C;
+  for (int64_t n = 0; n < N; ++n) {
+    float* mean = pooled + n * C;
     for (int64_t c = 0; c < C; ++c) mean[c] *= inv_hw;
-    kernels.matvec(fc1_weight, fc1_bias, mean, s.squeeze, C, hidden.data());
-    for (float& h : hidden) h = apply_activation(s.activation, h);
-    float* gate = gates.data() + n * C;
-    kernels.matvec(fc2_weight, fc2_bias, hidden.data(), C, s.squeeze, gate);
-    for (int64_t c = 0; c < C; ++c) gate[c] = apply_activation(s.gate, gate[c]);
+    se_fc(kernels, fc1_weight, fc1_bias, mean, S, C, s.activation, hidden, threads);
+    se_fc(kernels, fc2_weight, fc2_bias, hidden, C, S, s.gate, gates + n * C, threads);
   }
 
   // 3. Scale the input by its gate.
   if (channels_last) {
-    const int64_t pixels = s.batch * HW;
-    parallel_for(pixels, threads_for(floats, threads, pixels), [&](int64_t p0, int64_t p1) {
+    const int64_t pixels = N * HW;
+    auto body = [&](int64_t p0, int64_t p1) {
       // Split at image boundaries: each image has its own gate vector.
       for (int64_t p = p0; p < p1;) {
         const int64_t n = p / HW, end = std::min(p1, (n + 1) * HW);
-        kernels.scale_pixels(input + p * C, gates.data() + n * C, output + p * C, end - p, C);
+        kernels.scale_pixels(input + p * C, gates + n * C, output + p * C, end - p, C);
         p = end;
       }
-    });
+    };
+    const int t = threads_for(floats, threads, pixels);
+    if (t == 1) body(0, pixels); else parallel_for(pixels, t, body);
   } else {
-    const int64_t planes = s.batch * C;
-    parallel_for(planes, threads_for(floats, threads, planes), [&](int64_t p0, int64_t p1) {
-      kernels.scale_planes(input + p0 * HW, gates.data() + p0, output + p0 * HW, p1 - p0, HW);
-    });
+    const int64_t planes = N * C;
+    auto body = [&](int64_t p0, int64_t p1) {
+      kernels.scale_planes(input + p0 * HW, gates + p0, output + p0 * HW, p1 - p0, HW);
+    };
+    const int t = threads_for(floats, threads, planes);
+    if (t == 1) body(0, planes); else parallel_for(planes, t, body);
   }
 }
 

@@ -1,48 +1,210 @@
-// Portable building blocks of the fused squeeze-excite (see driver.cpp for the sequence).
+// AVX2 + FMA building blocks of the fused squeeze-excite (see driver.cpp for the sequence).
+//
+// Reductions (plane sums, matvec rows) work on groups of 8 rows at once: each row gets one
+// 8-lane accumulator, filled in a fixed order (full vectors, then one masked tail whose
+// missing lanes load as zero), and the 8 accumulators are reduced together by a transposing
+// add tree that yields the 8 sums in one vector. Per row the tree adds lane i and i+4, then
+// i+2, then i+1, whatever the other rows of the group are, so every result depends only on
+// its own row and the row length: results are the same for any split of the rows between
+// calls (threads). A group with fewer than 8 rows re-reads its first row for the missing
+// ones and drops those sums, which keeps the inner loop free of branches.
+//
+// Pixel sums (channels-last) accumulate each channel over the pixels in order, as the
+// scalar reference does, with up to 32 channels in flight for instruction-level parallelism.
+#include <immintrin.h>
+
 #include "kernels.h"
 
 namespace mnv3ext::avx2 {
+namespace {
+
+constexpr int64_t kLanes = 8;
+
+// Lanes [0, n) set, n clamped to [0, 8].
+inline __m256i tail_mask(int64_t n) {
+  const int clamped = n < 0 ? 0 : (n > kLanes ? int(kLanes) : int(n));
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32(clamped), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+// Transposing add tree: out lane r = sum of the 8 lanes of v[r] (in the fixed tree order).
+inline __m256 reduce8(const __m256 v[8]) {
+  // Step 1 (lane i + lane i+4): t[r] = [row 2r: 4 partials | row 2r+1: 4 partials].
+  __m256 t[4];
+  for (int r = 0; r < 4; ++r) {
+    const __m256 x = v[2 * r], y = v[2 * r + 1];
+    t[r] = _mm256_add_ps(_mm256_permute2f128_ps(x, y, 0x20), _mm256_permute2f128_ps(x, y, 0x31));
+  }
+  // Step 2 (i + i+2): u[r] = [row 4r: 2, row 4r+2: 2 | row 4r+1: 2, row 4r+3: 2].
+  __m256 u[2];
+  for (int r = 0; r < 2; ++r) {
+    const __m256 x = t[2 * r], y = t[2 * r + 1];
+    u[r] = _mm256_add_ps(_mm256_shuffle_ps(x, y, _MM_SHUFFLE(1, 0, 1, 0)),
+                         _mm256_shuffle_ps(x, y, _MM_SHUFFLE(3, 2, 3, 2)));
+  }
+  // Step 3 (i + i+1): s = [r0 r2 r4 r6 | r1 r3 r5 r7].
+  const __m256 s = _mm256_add_ps(_mm256_shuffle_ps(u[0], u[1], _MM_SHUFFLE(2, 0, 2, 0)),
+                                 _mm256_shuffle_ps(u[0], u[1], _MM_SHUFFLE(3, 1, 3, 1)));
+  return _mm256_permutevar8x32_ps(s, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+}
+
+// Sums of len floats at rows[r] (times x if kDot), r < 8; every rows[r] must be valid.
+template <bool kDot>
+inline __m256 group_sums(const float* const rows[8], const float* x, int64_t len) {
+  __m256 acc[8];
+  for (int r = 0; r < 8; ++r) acc[r] = _mm256_setzero_ps();
+  int64_t k = 0;
+  for (; k + kLanes <= len; k += kLanes) {
+    if (kDot) {
+      const __m256 xv = _mm256_loadu_ps(x + k);
+      for (int r = 0; r < 8; ++r) acc[r] = _mm256_fmadd_ps(_mm256_loadu_ps(rows[r] + k), xv, acc[r]);
+    } else {
+      for (int r = 0; r < 8; ++r) acc[r] = _mm256_add_ps(acc[r], _mm256_loadu_ps(rows[r] + k));
+    }
+  }
+  if (k < len) {
+    const __m256i m = tail_mask(len - k);
+    if (kDot) {
+      const __m256 xv = _mm256_maskload_ps(x + k, m);
+      for (int r = 0; r < 8; ++r)
+        acc[r] = _mm256_fmadd_ps(_mm256_maskload_ps(rows[r] + k, m), xv, acc[r]);
+    } else {
+      for (int r = 0; r < 8; ++r) acc[r] = _mm256_add_ps(acc[r], _mm256_maskload_ps(rows[r] + k, m));
+    }
+  }
+  return reduce8(acc);
+}
+
+inline void store_first(float* out, int64_t count, __m256 v) {
+  if (count == kLanes)
+    _mm256_storeu_ps(out, v);
+  else
+    _mm256_maskstore_ps(out, tail_mask(count), v);
+}
+
+}  // namespace
 
 void plane_sum(const float* input, int64_t planes, int64_t hw, float* sums) {
-  for (int64_t p = 0; p < planes; ++p) {
-    const float* in = input + p * hw;
-    float acc = 0.0f;
-    for (int64_t i = 0; i < hw; ++i) acc += in[i];
-    sums[p] = acc;
+  for (int64_t p0 = 0; p0 < planes; p0 += kLanes) {
+    const int64_t count = planes - p0 < kLanes ? planes - p0 : kLanes;
+    const float* rows[8];
+    for (int r = 0; r < 8; ++r) rows[r] = input + (p0 + (r < count ? r : 0)) * hw;
+    store_first(sums + p0, count, group_sums<false>(rows, nullptr, hw));
   }
 }
 
 void pixel_sum(const float* input, int64_t pixels, int64_t stride, int64_t count, float* sums) {
-  for (int64_t c = 0; c < count; ++c) sums[c] = 0.0f;
-  for (int64_t p = 0; p < pixels; ++p) {
-    const float* in = input + p * stride;
-    for (int64_t c = 0; c < count; ++c) sums[c] += in[c];
+  int64_t c = 0;
+  for (; c + 4 * kLanes <= count; c += 4 * kLanes) {
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    const float* in = input + c;
+    for (int64_t p = 0; p < pixels; ++p, in += stride) {
+      a0 = _mm256_add_ps(a0, _mm256_loadu_ps(in));
+      a1 = _mm256_add_ps(a1, _mm256_loadu_ps(in + 8));
+      a2 = _mm256_add_ps(a2, _mm256_loadu_ps(in + 16));
+      a3 = _mm256_add_ps(a3, _mm256_loadu_ps(in + 24));
+    }
+    _mm256_storeu_ps(sums + c, a0);
+    _mm256_storeu_ps(sums + c + 8, a1);
+    _mm256_storeu_ps(sums + c + 16, a2);
+    _mm256_storeu_ps(sums + c + 24, a3);
+  }
+  if (c < count) {
+    // Up to 4 vectors, the last one partial; vectors past the end get an empty mask.
+    const int64_t left = count - c;
+    const __m256i m0 = tail_mask(left), m1 = tail_mask(left - 8);
+    const __m256i m2 = tail_mask(left - 16), m3 = tail_mask(left - 24);
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    const float* in = input + c;
+    for (int64_t p = 0; p < pixels; ++p, in += stride) {
+      a0 = _mm256_add_ps(a0, _mm256_maskload_ps(in, m0));
+      a1 = _mm256_add_ps(a1, _mm256_maskload_ps(in + 8, m1));
+      a2 = _mm256_add_ps(a2, _mm256_maskload_ps(in + 16, m2));
+      a3 = _mm256_add_ps(a3, _mm256_maskload_ps(in + 24, m3));
+    }
+    _mm256_maskstore_ps(sums + c, m0, a0);
+    _mm256_maskstore_ps(sums + c + 8, m1, a1);
+    _mm256_maskstore_ps(sums + c + 16, m2, a2);
+    _mm256_maskstore_ps(sums + c + 24, m3, a3);
   }
 }
 
 void matvec(const float* weight, const float* bias, const float* x, int64_t rows, int64_t cols,
             float* y) {
-  for (int64_t r = 0; r < rows; ++r) {
-    const float* w = weight + r * cols;
-    float acc = 0.0f;
-    for (int64_t k = 0; k < cols; ++k) acc += w[k] * x[k];
-    y[r] = bias ? acc + bias[r] : acc;
+  for (int64_t r0 = 0; r0 < rows; r0 += kLanes) {
+    const int64_t count = rows - r0 < kLanes ? rows - r0 : kLanes;
+    const float* w[8];
+    for (int r = 0; r < 8; ++r) w[r] = weight + (r0 + (r < count ? r : 0)) * cols;
+    __m256 s = group_sums<true>(w, x, cols);
+    if (bias) s = _mm256_add_ps(s, _mm256_maskload_ps(bias + r0, tail_mask(count)));
+    store_first(y + r0, count, s);
   }
 }
 
 void scale_planes(const float* input, const float* gate, float* output, int64_t planes,
                   int64_t hw) {
+  const int64_t full = hw & ~int64_t(kLanes - 1);
+  const __m256i m = tail_mask(hw - full);
   for (int64_t p = 0; p < planes; ++p) {
-    const float g = gate[p];
-    for (int64_t i = 0; i < hw; ++i) output[p * hw + i] = input[p * hw + i] * g;
+    const __m256 g = _mm256_broadcast_ss(gate + p);
+    const float* in = input + p * hw;
+    float* out = output + p * hw;
+    int64_t i = 0;
+    for (; i + 4 * kLanes <= full; i += 4 * kLanes) {
+      const __m256 v0 = _mm256_loadu_ps(in + i), v1 = _mm256_loadu_ps(in + i + 8);
+      const __m256 v2 = _mm256_loadu_ps(in + i + 16), v3 = _mm256_loadu_ps(in + i + 24);
+      _mm256_storeu_ps(out + i, _mm256_mul_ps(v0, g));
+      _mm256_storeu_ps(out + i + 8, _mm256_mul_ps(v1, g));
+      _mm256_storeu_ps(out + i + 16, _mm256_mul_ps(v2, g));
+      _mm256_storeu_ps(out + i + 24, _mm256_mul_ps(v3, g));
+    }
+    for (; i < full; i += kLanes) _mm256_storeu_ps(out + i, _mm256_mul_ps(_mm256_loadu_ps(in + i), g));
+    if (full < hw)
+      _mm256_maskstore_ps(out + full, m, _mm256_mul_ps(_mm256_maskload_ps(in + full, m), g));
   }
 }
 
 void scale_pixels(const float* input, const float* gate, float* output, int64_t pixels,
                   int64_t channels) {
-  for (int64_t p = 0; p < pixels; ++p)
-    for (int64_t c = 0; c < channels; ++c)
-      output[p * channels + c] = input[p * channels + c] * gate[c];
+  const int64_t full = channels & ~int64_t(kLanes - 1);
+  const __m256i m = tail_mask(channels - full);
+  if (channels <= 4 * kLanes) {
+    // Few channels: keep the whole gate in registers.
+    const __m256i m0 = tail_mask(channels), m1 = tail_mask(channels - 8);
+    const __m256i m2 = tail_mask(channels - 16), m3 = tail_mask(channels - 24);
+    const __m256 g0 = _mm256_maskload_ps(gate, m0), g1 = _mm256_maskload_ps(gate + 8, m1);
+    const __m256 g2 = _mm256_maskload_ps(gate + 16, m2), g3 = _mm256_maskload_ps(gate + 24, m3);
+    for (int64_t p = 0; p < pixels; ++p) {
+      const float* in = input + p * channels;
+      float* out = output + p * channels;
+      _mm256_maskstore_ps(out, m0, _mm256_mul_ps(_mm256_maskload_ps(in, m0), g0));
+      if (channels > 8)
+        _mm256_maskstore_ps(out + 8, m1, _mm256_mul_ps(_mm256_maskload_ps(in + 8, m1), g1));
+      if (channels > 16)
+        _mm256_maskstore_ps(out + 16, m2, _mm256_mul_ps(_mm256_maskload_ps(in + 16, m2), g2));
+      if (channels > 24)
+        _mm256_maskstore_ps(out + 24, m3, _mm256_mul_ps(_mm256_maskload_ps(in + 24, m3), g3));
+    }
+    return;
+  }
+  for (int64_t p = 0; p < pixels; ++p) {
+    const float* in = input + p * channels;
+    float* out = output + p * channels;
+    int64_t c = 0;
+    for (; c + 4 * kLanes <= full; c += 4 * kLanes) {
+      const __m256 v0 = _mm256_loadu_ps(in + c), v1 = _mm256_loadu_ps(in + c + 8);
+      const __m256 v2 = _mm256_loadu_ps(in + c + 16), v3 = _mm256_loadu_ps(in + c + 24);
+      _mm256_storeu_ps(out + c, _mm256_mul_ps(v0, _mm256_loadu_ps(gate + c)));
+      _mm256_storeu_ps(out + c + 8, _mm256_mul_ps(v1, _mm256_loadu_ps(gate + c + 8)));
+      _mm256_storeu_ps(out + c + 16, _mm256_mul_ps(v2, _mm256_loadu_ps(gate + c + 16)));
+      _mm256_storeu_ps(out + c + 24, _mm256_mul_ps(v3, _mm256_loadu_ps(gate + c + 24)));
+    }
+    for (; c < full; c += kLanes)
+      _mm256_storeu_ps(out + c, _mm256_mul_ps(_mm256_loadu_ps(in + c), _mm256_loadu_ps(gate + c)));
+    if (full < channels)
+      _mm256_maskstore_ps(out + full, m,
+                          _mm256_mul_ps(_mm256_maskload_ps(in + full, m),
+                                        _mm256_maskload_ps(gate + full, m)));
+  }
 }
 
 }  // namespace mnv3ext::avx2

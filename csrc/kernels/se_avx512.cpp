@@ -1,48 +1,230 @@
-// Portable building blocks of the fused squeeze-excite (see driver.cpp for the sequence).
+// AVX-512 building blocks of the fused squeeze-excite (see driver.cpp for the sequence).
+//
+// Reductions (plane sums, matvec rows) work on groups of 16 rows at once: each row gets one
+// 16-lane accumulator, filled in a fixed order (full vectors, then one masked tail), and the
+// 16 accumulators are reduced together by a transposing add tree that yields the 16 sums in
+// one vector. Per row the tree adds lane i and i+8, then i+4, i+2, i+1, whatever the other
+// rows of the group are, so every result depends only on its own row and the row length:
+// results are the same for any split of the rows between calls (threads). A group with fewer
+// than 16 rows re-reads its first row for the missing ones and drops those sums, which keeps
+// the inner loop free of branches.
+//
+// Pixel sums (channels-last) accumulate each channel over the pixels in order, as the
+// scalar reference does, with up to 64 channels in flight for instruction-level parallelism.
+#include <immintrin.h>
+
+// GCC 12's AVX-512 headers seed unused operands with `__m512 __Y = __Y;`, which
+// -Wmaybe-uninitialized reports once inlined here: a known false positive.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+
 #include "kernels.h"
 
 namespace mnv3ext::avx512 {
+namespace {
+
+constexpr int64_t kLanes = 16;
+
+inline __mmask16 tail_mask(int64_t n) {  // n in [0, 16]
+  return __mmask16((1u << n) - 1u);
+}
+
+// Transposing add tree: out lane r = sum of the 16 lanes of v[r] (in the fixed tree order).
+inline __m512 reduce16(__m512 v[16]) {
+  // Step 1 (lane i + lane i+8): pair rows (r, r+1) into one vector: low 256 bits of the
+  // result hold row r's 8 partial sums, high 256 bits row r+1's.
+  __m512 a[8];
+  for (int r = 0; r < 8; ++r) {
+    const __m512 x = v[2 * r], y = v[2 * r + 1];
+    const __m512 lo = _mm512_shuffle_f32x4(x, y, _MM_SHUFFLE(1, 0, 1, 0));  // x.q0 x.q1 y.q0 y.q1
+    const __m512 hi = _mm512_shuffle_f32x4(x, y, _MM_SHUFFLE(3, 2, 3, 2));  // x.q2 x.q3 y.q2 y.q3
+    a[r] = _mm512_add_ps(lo, hi);
+  }
+  // a[r] = [row 2r: 8 | row 2r+1: 8] as 128-bit quarters [2r.q0, 2r.q1, 2r+1.q0, 2r+1.q1].
+  // Step 2 (i + i+4): quarters q0 + q1 of each row.
+  __m512 b[4];
+  for (int r = 0; r < 4; ++r) {
+    const __m512 x = a[2 * r], y = a[2 * r + 1];
+    const __m512 lo = _mm512_shuffle_f32x4(x, y, _MM_SHUFFLE(2, 0, 2, 0));  // x.q0 x.q2 y.q0 y.q2
+    const __m512 hi = _mm512_shuffle_f32x4(x, y, _MM_SHUFFLE(3, 1, 3, 1));  // x.q1 x.q3 y.q1 y.q3
+    b[r] = _mm512_add_ps(lo, hi);
+  }
+  // b[r]: quarter k holds 4 partial sums of row 4r + k.
+  // Step 3 (i + i+2): within each 128-bit lane, elements 0,1 + 2,3.
+  __m512 c[2];
+  for (int r = 0; r < 2; ++r) {
+    const __m512 x = b[2 * r], y = b[2 * r + 1];
+    const __m512 lo = _mm512_shuffle_ps(x, y, _MM_SHUFFLE(1, 0, 1, 0));  // x0 x1 y0 y1
+    const __m512 hi = _mm512_shuffle_ps(x, y, _MM_SHUFFLE(3, 2, 3, 2));  // x2 x3 y2 y3
+    c[r] = _mm512_add_ps(lo, hi);
+  }
+  // c[r] quarter k: [row 8r+k: 2 partials, row 8r+4+k: 2 partials].
+  // Step 4 (i + i+1).
+  const __m512 lo = _mm512_shuffle_ps(c[0], c[1], _MM_SHUFFLE(2, 0, 2, 0));
+  const __m512 hi = _mm512_shuffle_ps(c[0], c[1], _MM_SHUFFLE(3, 1, 3, 1));
+  const __m512 s = _mm512_add_ps(lo, hi);
+  // s quarter k = rows [k, 4+k, 8+k, 12+k]; put row r in lane r.
+  const __m512i order =
+      _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+  return _mm512_permutex2var_ps(s, order, s);
+}
+
+// sums[r] = sum of len floats at rows[r] (times x if kDot) for r < count (count in [1, 16]);
+// rows[count..15] must be valid pointers (their sums are discarded).
+template <bool kDot>
+inline __m512 group_sums(const float* const rows[16], const float* x, int64_t len) {
+  __m512 acc[16];
+  for (int r = 0; r < 16; ++r) acc[r] = _mm512_setzero_ps();
+  int64_t k = 0;
+  for (; k + kLanes <= len; k += kLanes) {
+    if (kDot) {
+      const __m512 xv = _mm512_loadu_ps(x + k);
+      for (int r = 0; r < 16; ++r) acc[r] = _mm512_fmadd_ps(_mm512_loadu_ps(rows[r] + k), xv, acc[r]);
+    } else {
+      for (int r = 0; r < 16; ++r) acc[r] = _mm512_add_ps(acc[r], _mm512_loadu_ps(rows[r] + k));
+    }
+  }
+  if (k < len) {
+    const __mmask16 m = tail_mask(len - k);
+    if (kDot) {
+      const __m512 xv = _mm512_maskz_loadu_ps(m, x + k);
+      for (int r = 0; r < 16; ++r)
+        acc[r] = _mm512_mask3_fmadd_ps(_mm512_maskz_loadu_ps(m, rows[r] + k), xv, acc[r], m);
+    } else {
+      for (int r = 0; r < 16; ++r)
+        acc[r] = _mm512_mask_add_ps(acc[r], m, acc[r], _mm512_maskz_loadu_ps(m, rows[r] + k));
+    }
+  }
+  return reduce16(acc);
+}
+
+}  // namespace
 
 void plane_sum(const float* input, int64_t planes, int64_t hw, float* sums) {
-  for (int64_t p = 0; p < planes; ++p) {
-    const float* in = input + p * hw;
-    float acc = 0.0f;
-    for (int64_t i = 0; i < hw; ++i) acc += in[i];
-    sums[p] = acc;
+  for (int64_t p0 = 0; p0 < planes; p0 += 16) {
+    const int64_t count = planes - p0 < 16 ? planes - p0 : 16;
+    const float* rows[16];
+    for (int r = 0; r < 16; ++r) rows[r] = input + (p0 + (r < count ? r : 0)) * hw;
+    const __m512 s = group_sums<false>(rows, nullptr, hw);
+    _mm512_mask_storeu_ps(sums + p0, tail_mask(count), s);
   }
 }
 
 void pixel_sum(const float* input, int64_t pixels, int64_t stride, int64_t count, float* sums) {
-  for (int64_t c = 0; c < count; ++c) sums[c] = 0.0f;
-  for (int64_t p = 0; p < pixels; ++p) {
-    const float* in = input + p * stride;
-    for (int64_t c = 0; c < count; ++c) sums[c] += in[c];
+  int64_t c = 0;
+  for (; c + 4 * kLanes <= count; c += 4 * kLanes) {
+    __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    const float* in = input + c;
+    for (int64_t p = 0; p < pixels; ++p, in += stride) {
+      a0 = _mm512_add_ps(a0, _mm512_loadu_ps(in));
+      a1 = _mm512_add_ps(a1, _mm512_loadu_ps(in + 16));
+      a2 = _mm512_add_ps(a2, _mm512_loadu_ps(in + 32));
+      a3 = _mm512_add_ps(a3, _mm512_loadu_ps(in + 48));
+    }
+    _mm512_storeu_ps(sums + c, a0);
+    _mm512_storeu_ps(sums + c + 16, a1);
+    _mm512_storeu_ps(sums + c + 32, a2);
+    _mm512_storeu_ps(sums + c + 48, a3);
+  }
+  if (c < count) {
+    // Up to 4 vectors, the last one masked; vectors past the end get an all-zero mask.
+    const int64_t left = count - c;
+    const __mmask16 m0 = tail_mask(left < 16 ? left : 16);
+    const __mmask16 m1 = tail_mask(left < 16 ? 0 : (left - 16 < 16 ? left - 16 : 16));
+    const __mmask16 m2 = tail_mask(left < 32 ? 0 : (left - 32 < 16 ? left - 32 : 16));
+    const __mmask16 m3 = tail_mask(left < 48 ? 0 : left - 48);
+    __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    const float* in = input + c;
+    for (int64_t p = 0; p < pixels; ++p, in += stride) {
+      a0 = _mm512_add_ps(a0, _mm512_maskz_loadu_ps(m0, in));
+      a1 = _mm512_add_ps(a1, _mm512_maskz_loadu_ps(m1, in + 16));
+      a2 = _mm512_add_ps(a2, _mm512_maskz_loadu_ps(m2, in + 32));
+      a3 = _mm512_add_ps(a3, _mm512_maskz_loadu_ps(m3, in + 48));
+    }
+    _mm512_mask_storeu_ps(sums + c, m0, a0);
+    _mm512_mask_storeu_ps(sums + c + 16, m1, a1);
+    _mm512_mask_storeu_ps(sums + c + 32, m2, a2);
+    _mm512_mask_storeu_ps(sums + c + 48, m3, a3);
   }
 }
 
 void matvec(const float* weight, const float* bias, const float* x, int64_t rows, int64_t cols,
             float* y) {
-  for (int64_t r = 0; r < rows; ++r) {
-    const float* w = weight + r * cols;
-    float acc = 0.0f;
-    for (int64_t k = 0; k < cols; ++k) acc += w[k] * x[k];
-    y[r] = bias ? acc + bias[r] : acc;
+  for (int64_t r0 = 0; r0 < rows; r0 += 16) {
+    const int64_t count = rows - r0 < 16 ? rows - r0 : 16;
+    const __mmask16 m = tail_mask(count);
+    const float* w[16];
+    for (int r = 0; r < 16; ++r) w[r] = weight + (r0 + (r < count ? r : 0)) * cols;
+    __m512 s = group_sums<true>(w, x, cols);
+    if (bias) s = _mm512_add_ps(s, _mm512_maskz_loadu_ps(m, bias + r0));
+    _mm512_mask_storeu_ps(y + r0, m, s);
   }
 }
 
 void scale_planes(const float* input, const float* gate, float* output, int64_t planes,
                   int64_t hw) {
+  const int64_t full = hw & ~int64_t(kLanes - 1);
+  const __mmask16 m = tail_mask(hw - full);
   for (int64_t p = 0; p < planes; ++p) {
-    const float g = gate[p];
-    for (int64_t i = 0; i < hw; ++i) output[p * hw + i] = input[p * hw + i] * g;
+    const __m512 g = _mm512_set1_ps(gate[p]);
+    const float* in = input + p * hw;
+    float* out = output + p * hw;
+    int64_t i = 0;
+    for (; i + 4 * kLanes <= full; i += 4 * kLanes) {
+      const __m512 v0 = _mm512_loadu_ps(in + i), v1 = _mm512_loadu_ps(in + i + 16);
+      const __m512 v2 = _mm512_loadu_ps(in + i + 32), v3 = _mm512_loadu_ps(in + i + 48);
+      _mm512_storeu_ps(out + i, _mm512_mul_ps(v0, g));
+      _mm512_storeu_ps(out + i + 16, _mm512_mul_ps(v1, g));
+      _mm512_storeu_ps(out + i + 32, _mm512_mul_ps(v2, g));
+      _mm512_storeu_ps(out + i + 48, _mm512_mul_ps(v3, g));
+    }
+    for (; i < full; i += kLanes) _mm512_storeu_ps(out + i, _mm512_mul_ps(_mm512_loadu_ps(in + i), g));
+    if (m) _mm512_mask_storeu_ps(out + full, m, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, in + full), g));
   }
 }
 
 void scale_pixels(const float* input, const float* gate, float* output, int64_t pixels,
                   int64_t channels) {
-  for (int64_t p = 0; p < pixels; ++p)
-    for (int64_t c = 0; c < channels; ++c)
-      output[p * channels + c] = input[p * channels + c] * gate[c];
+  const int64_t full = channels & ~int64_t(kLanes - 1);
+  const __mmask16 m = tail_mask(channels - full);
+  if (channels <= 4 * kLanes) {
+    // Few channels: keep the whole gate in registers.
+    const __mmask16 m0 = tail_mask(channels < 16 ? channels : 16);
+    const __mmask16 m1 = tail_mask(channels < 16 ? 0 : (channels - 16 < 16 ? channels - 16 : 16));
+    const __mmask16 m2 = tail_mask(channels < 32 ? 0 : (channels - 32 < 16 ? channels - 32 : 16));
+    const __mmask16 m3 = tail_mask(channels < 48 ? 0 : channels - 48);
+    const __m512 g0 = _mm512_maskz_loadu_ps(m0, gate), g1 = _mm512_maskz_loadu_ps(m1, gate + 16);
+    const __m512 g2 = _mm512_maskz_loadu_ps(m2, gate + 32), g3 = _mm512_maskz_loadu_ps(m3, gate + 48);
+    for (int64_t p = 0; p < pixels; ++p) {
+      const float* in = input + p * channels;
+      float* out = output + p * channels;
+      _mm512_mask_storeu_ps(out, m0, _mm512_mul_ps(_mm512_maskz_loadu_ps(m0, in), g0));
+      if (m1) _mm512_mask_storeu_ps(out + 16, m1, _mm512_mul_ps(_mm512_maskz_loadu_ps(m1, in + 16), g1));
+      if (m2) _mm512_mask_storeu_ps(out + 32, m2, _mm512_mul_ps(_mm512_maskz_loadu_ps(m2, in + 32), g2));
+      if (m3) _mm512_mask_storeu_ps(out + 48, m3, _mm512_mul_ps(_mm512_maskz_loadu_ps(m3, in + 48), g3));
+    }
+    return;
+  }
+  for (int64_t p = 0; p < pixels; ++p) {
+    const float* in = input + p * channels;
+    float* out = output + p * channels;
+    int64_t c = 0;
+    for (; c + 4 * kLanes <= full; c += 4 * kLanes) {
+      const __m512 v0 = _mm512_loadu_ps(in + c), v1 = _mm512_loadu_ps(in + c + 16);
+      const __m512 v2 = _mm512_loadu_ps(in + c + 32), v3 = _mm512_loadu_ps(in + c + 48);
+      _mm512_storeu_ps(out + c, _mm512_mul_ps(v0, _mm512_loadu_ps(gate + c)));
+      _mm512_storeu_ps(out + c + 16, _mm512_mul_ps(v1, _mm512_loadu_ps(gate + c + 16)));
+      _mm512_storeu_ps(out + c + 32, _mm512_mul_ps(v2, _mm512_loadu_ps(gate + c + 32)));
+      _mm512_storeu_ps(out + c + 48, _mm512_mul_ps(v3, _mm512_loadu_ps(gate + c + 48)));
+    }
+    for (; c < full; c += kLanes)
+      _mm512_storeu_ps(out + c, _mm512_mul_ps(_mm512_loadu_ps(in + c), _mm512_loadu_ps(gate + c)));
+    if (m)
+      _mm512_mask_storeu_ps(out + full, m,
+                            _mm512_mul_ps(_mm512_maskz_loadu_ps(m, in + full),
+                                          _mm512_maskz_loadu_ps(m, gate + full)));
+  }
 }
 
 }  // namespace mnv3ext::avx512
