@@ -1,0 +1,69 @@
+"""What ``optimize`` did, as a printable object."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import List, Optional, Tuple
+
+__all__ = ["OptimizeSummary"]
+
+
+@dataclass
+class OptimizeSummary:
+    """Attached to every optimized model as ``model.mnv3ext_summary``; ``print()`` it.
+
+    ``fused_depthwise`` / ``fused_se`` / ``pointwise``: (name in the optimized model, what
+    it replaced). ``folded_batchnorm``: BatchNorms folded into the preceding convolution.
+    ``unfused``: (where, what, reason) for every candidate left as it was. ``fallback``:
+    modules whose ``forward`` could not be traced by ``torch.fx``; they were kept as they are
+    and only their children were rewritten (patterns spanning them are not fused).
+    """
+
+    fused_depthwise: List[Tuple[str, str]] = field(default_factory=list)
+    fused_se: List[Tuple[str, str]] = field(default_factory=list)
+    pointwise: List[Tuple[str, str]] = field(default_factory=list)
+    folded_batchnorm: List[str] = field(default_factory=list)
+    unfused: List[Tuple[str, str, str]] = field(default_factory=list)
+    fallback: List[Tuple[str, str]] = field(default_factory=list)
+    ops_before: int = 0
+    ops_after: int = 0
+    memory_format: Optional[str] = None
+
+    @property
+    def ops_removed(self) -> int:
+        return self.ops_before - self.ops_after
+
+    def merge(self, other: "OptimizeSummary", prefix: str = "") -> None:
+        p = f"{prefix}." if prefix else ""
+        self.fused_depthwise += [(p + a, b) for a, b in other.fused_depthwise]
+        self.fused_se += [(p + a, b) for a, b in other.fused_se]
+        self.pointwise += [(p + a, b) for a, b in other.pointwise]
+        self.folded_batchnorm += [p + a for a in other.folded_batchnorm]
+        self.unfused += [(p + a, b, c) for a, b, c in other.unfused]
+        self.fallback += [(p + a, b) for a, b in other.fallback]
+        self.ops_before += other.ops_before
+        self.ops_after += other.ops_after
+
+    def __str__(self) -> str:
+        lines = [
+            "mnv3ext.optimize summary",
+            f"  fused depthwise conv+BN+act : {len(self.fused_depthwise)}",
+            f"  fused squeeze-excite        : {len(self.fused_se)}",
+            f"  BatchNorms folded into convs: {len(self.folded_batchnorm)}",
+            f"  1x1 convs (+act) rerouted   : {len(self.pointwise)}",
+            f"  graph ops: {self.ops_before} -> {self.ops_after} ({self.ops_removed} removed)",
+            f"  memory format               : {self.memory_format or 'unchanged'}",
+        ]
+        if self.fallback:
+            lines.append(f"  not traceable by torch.fx (kept, children optimized): {len(self.fallback)}")
+            lines += [f"    - {name}: {why}" for name, why in self.fallback]
+        if self.unfused:
+            lines.append(f"  left unfused: {len(self.unfused)}")
+            lines += [f"    - {where} [{what}]: {why}" for where, what, why in self.unfused]
+        else:
+            lines.append("  left unfused: none")
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return (f"OptimizeSummary(fused_depthwise={len(self.fused_depthwise)}, fused_se={len(self.fused_se)}, "
+                f"folded_batchnorm={len(self.folded_batchnorm)}, pointwise={len(self.pointwise)}, "
+                f"ops_removed={self.ops_removed}, unfused={len(self.unfused)}, fallback={len(self.fallback)})")
