@@ -289,8 +289,9 @@ def mobilenet_v3_config(
 ):
     """Block configs and last (classifier hidden) channel, as torchvision's ``_mobilenet_v3_conf``.
 
-    ``reduced_tail`` halves the channels of the last stage (its expanded channels -- including
-    the first tail block's 672/288 -- its outputs, and the classifier hidden width);
+    ``reduced_tail`` halves the channels of the last stage: every tail block's output, the
+    expansion of the tail blocks after the first (the first keeps 672 / 288, as torchvision
+    does), hence the final 1x1 conv, and the classifier hidden width;
     ``dilated`` gives the last stage dilation 2 (its stride-2 depthwise conv becomes stride 1).
     """
     if arch in ("large", "mobilenet_v3_large"):
@@ -306,9 +307,9 @@ def mobilenet_v3_config(
     for i, (inp, k, exp, out, se, act, stride) in enumerate(rows):
         dil = 1
         if i >= tail_start:
-            exp, out, dil = exp // div, out // div, dilation
+            out, dil = out // div, dilation
             if i > tail_start:
-                inp = inp // div
+                inp, exp = inp // div, exp // div
         configs.append(
             BlockConfig(
                 _adjust(inp, width_mult),
