@@ -37,7 +37,7 @@ rootfs=$build/aarch64-rootfs
 site=$build/aarch64-site        # the wheel, installed for the emulated Python
 torch_site=$build/aarch64-torch  # torch 2.9.1 for aarch64 and its pure-Python dependencies
 torch_version=2.9.1
-export PIP_CACHE_DIR=$build/pip-cache PIP_DISABLE_PIP_VERSION_CHECK=1
+export PIP_CACHE_DIR=$build/pip-cache PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore
 export MNV3EXT_ARM_ROOTFS=$rootfs
 
 # ---------------------------------------------------------------------------------------------
@@ -127,7 +127,7 @@ if want wheel; then
   for cpu in "${cpus[@]}"; do
     say "numpy-level tests of the wheel under qemu, QEMU_CPU=$cpu"
     (cd "$run_dir" && QEMU_CPU=$cpu PYTHONPATH="$site" MNV3EXT_EXPECT_ISAS=scalar,neon \
-       py_arm -m pytest -q -p no:cacheprovider --rootdir="$repo" -c /dev/null "$repo/tests/test_numpy_api.py") ||
+       py_arm -m pytest -q -p no:cacheprovider --noconftest --rootdir="$repo" -c /dev/null "$repo/tests/test_numpy_api.py") ||
       die "numpy-level tests failed on emulated $cpu"
   done
 fi
@@ -152,7 +152,7 @@ if want torch; then
   for cpu in "${cpus[@]}"; do
     say "torch ops vs mnv3ext.reference under qemu, QEMU_CPU=$cpu"
     (cd "$run_dir" && QEMU_CPU=$cpu PYTHONPATH="$site:$torch_site" MNV3EXT_EXPECT_ISAS=scalar,neon \
-       py_arm -m pytest -q -p no:cacheprovider --rootdir="$repo" -c /dev/null \
+       py_arm -m pytest -q -p no:cacheprovider --noconftest --rootdir="$repo" -c /dev/null \
        "$repo/tests/test_arm_torch_smoke.py") ||
       die "torch-level tests failed on emulated $cpu"
   done
