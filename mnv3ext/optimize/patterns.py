@@ -51,6 +51,14 @@ def _pair(v) -> List[int]:
     return [int(v), int(v)] if isinstance(v, int) else [int(x) for x in v]
 
 
+def _const_ints(v) -> bool:
+    if isinstance(v, bool):
+        return False
+    if isinstance(v, int):
+        return True
+    return isinstance(v, (list, tuple)) and all(isinstance(i, int) and not isinstance(i, bool) for i in v)
+
+
 def _stock_forward(m: nn.Module, base: type) -> bool:
     return type(m).forward is base.forward
 
@@ -173,10 +181,16 @@ def conv_spec(gm: fx.GraphModule, node: fx.Node) -> Tuple[Optional[ConvSpec], st
         if weight.dim() != 4:
             return None, "not a 2-D convolution"
         k = list(weight.shape[2:])
-        stride = _pair(arg(node, 3, "stride", 1))
-        dilation = _pair(arg(node, 5, "dilation", 1))
-        groups = int(arg(node, 6, "groups", 1))
-        pads = _static_pads(arg(node, 4, "padding", 0), k, dilation)
+        stride, padding, dilation, groups = (arg(node, 3, "stride", 1), arg(node, 4, "padding", 0),
+                                             arg(node, 5, "dilation", 1), arg(node, 6, "groups", 1))
+        if isinstance(groups, fx.Node) and weight.shape[1] == 1:
+            # groups=x.shape[1] with a (C, 1, kh, kw) weight: only valid as depthwise over C
+            # (the rewrite is checked on a probe input before it is committed)
+            groups = int(weight.shape[0])
+        if not all(_const_ints(v) for v in (stride, padding, dilation, groups)) and not isinstance(padding, str):
+            return None, "functional conv with non-constant hyperparameters"
+        stride, dilation, groups = _pair(stride), _pair(dilation), int(groups)
+        pads = _static_pads(padding, k, dilation)
         if pads is None:
             return None, "unsupported padding"
         return ConvSpec(node, node.args[0], weight, bias, stride, pads, dilation, groups), ""
@@ -354,6 +368,17 @@ def classify_activation(gm: fx.GraphModule, node: Any) -> Optional[Tuple[str, fx
     hs = _hardsigmoid_composite(gm, node)
     if hs is not None:
         return "hardsigmoid", hs[0], hs[1]
+    # hardswish: (x * relu6(x + 3)) / 6
+    is_div = (node.op == "call_function" and node.target in _DIV) or (node.op == "call_method" and node.target in ("div", "div_"))
+    if is_div and len(node.args) == 2 and _is_num(node.args[1], 6) and isinstance(node.args[0], fx.Node):
+        prod = node.args[0]
+        is_mul = (prod.op == "call_function" and prod.target in _MUL) or (prod.op == "call_method" and prod.target in ("mul", "mul_"))
+        if is_mul and len(prod.args) == 2 and len(prod.users) == 1:
+            for x, r in (prod.args, prod.args[::-1]):
+                if isinstance(x, fx.Node) and isinstance(r, fx.Node) and len(r.users) == 1:
+                    inner = _relu6_input(gm, r)
+                    if inner is not None and len(inner.users) == 1 and _plus3_input(inner) is x:
+                        return "hardswish", x, [inner, r, prod, node]
     # hardswish: x * hardsigmoid(x)
     if ((node.op == "call_function" and node.target in _MUL) or (node.op == "call_method" and node.target == "mul")) \
             and len(node.args) == 2 and not node.kwargs:
