@@ -2,6 +2,7 @@
 import os
 import subprocess
 import sys
+import tempfile
 import textwrap
 
 import pytest
@@ -11,12 +12,13 @@ import mnv3ext
 from mnv3ext import reference
 from mnv3ext.nn import FusedDepthwiseConv2d, FusedSqueezeExcite
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
 def run_python(code, env=None):
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=REPO, capture_output=True,
-                          text=True, env={**os.environ, **(env or {})}, timeout=300)
+    # Run outside the source tree so the child imports the same mnv3ext as this process
+    # (in a checkout without an in-tree build, the source folder has no _C module).
+    package_parent = os.path.dirname(os.path.dirname(os.path.abspath(mnv3ext.__file__)))
+    env = {**os.environ, **(env or {}), "PYTHONPATH": package_parent}
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=tempfile.gettempdir(),
+                          capture_output=True, text=True, env=env, timeout=300)
 
 
 def dw_args(channels_last=False, bias=True):
