@@ -221,6 +221,18 @@ def _dense(input: torch.Tensor):
     return input.contiguous(), False
 
 
+# Validated geometry per distinct call signature (shapes + static arguments), bounded.
+_DW_GEOMETRY: dict = {}
+_SE_GEOMETRY: dict = {}
+_CACHE_LIMIT = 4096
+
+
+def _remember(cache: dict, key, value) -> None:
+    if len(cache) >= _CACHE_LIMIT:
+        cache.clear()
+    cache[key] = value
+
+
 def _ptr(t: Optional[torch.Tensor]) -> int:
     return 0 if t is None else t.data_ptr()
 
@@ -288,14 +300,20 @@ def _dwconv2d_fake(input, weight, bias, stride, padding, dilation, activation):
 
 
 def _dwconv2d_packed_cpu(input, packed_weight, kernel_size, stride, padding, dilation, activation):
-    _check_input(input)
-    kernel_size = _check_packed(input, packed_weight, kernel_size)
-    stride, pads, dilation, out_h, out_w = _check_dw_geometry(
-        input, kernel_size, stride, padding, dilation, activation
-    )
+    # The fused modules call this once per layer per inference: full validation runs once per
+    # distinct geometry, later calls check only what the cache key cannot (dtype, grad).
+    key = (input.shape, packed_weight.shape, tuple(kernel_size), tuple(stride), tuple(padding),
+           tuple(dilation), activation)
+    geometry = _DW_GEOMETRY.get(key)
+    if geometry is None or input.dtype != torch.float32 or packed_weight.dtype != torch.float32:
+        _check_input(input)
+        kernel_size = _check_packed(input, packed_weight, kernel_size)
+        geometry = (kernel_size,) + tuple(_check_dw_geometry(input, kernel_size, stride, padding, dilation, activation))
+        _remember(_DW_GEOMETRY, key, geometry)
     _check_inference(input, packed_weight)
-    packed = packed_weight.contiguous()
-    return _run_dwconv(input, packed, kernel_size, stride, pads, dilation, out_h, out_w, activation)
+    kernel_size, stride, pads, dilation, out_h, out_w = geometry
+    return _run_dwconv(input, packed_weight.contiguous(), kernel_size, stride, pads, dilation, out_h, out_w,
+                       activation)
 
 
 def _dwconv2d_packed_fake(input, packed_weight, kernel_size, stride, padding, dilation, activation):
@@ -309,7 +327,13 @@ def _dwconv2d_packed_fake(input, packed_weight, kernel_size, stride, padding, di
 # squeeze_excite
 
 def _squeeze_excite_cpu(input, fc1_weight, fc1_bias, fc2_weight, fc2_bias, activation, gate):
-    squeeze = _check_se(input, fc1_weight, fc1_bias, fc2_weight, fc2_bias, activation, gate)
+    key = (input.shape, fc1_weight.shape, None if fc1_bias is None else fc1_bias.shape, fc2_weight.shape,
+           None if fc2_bias is None else fc2_bias.shape, activation, gate)
+    squeeze = _SE_GEOMETRY.get(key)
+    if squeeze is None or any(t is not None and t.dtype != torch.float32
+                              for t in (input, fc1_weight, fc1_bias, fc2_weight, fc2_bias)):
+        squeeze = _check_se(input, fc1_weight, fc1_bias, fc2_weight, fc2_bias, activation, gate)
+        _remember(_SE_GEOMETRY, key, squeeze)
     _check_inference(input, fc1_weight, fc1_bias, fc2_weight, fc2_bias)
     x, channels_last = _dense(input)
     n, c, h, w = x.shape
