@@ -259,12 +259,35 @@ def bn_spec(gm: fx.GraphModule, node: fx.Node) -> Tuple[Optional[Tuple[nn.Module
         except Exception:  # noqa: BLE001
             continue
         if isinstance(got, torch.Tensor) and got.shape == out.shape and torch.allclose(out, got, rtol=1e-5, atol=1e-5):
-            return (m, child), ""
+            return (m, stock_equivalent(child) or child), ""
     return None, f"{type(m).__name__}.forward is not BatchNorm followed by one of its child modules"
 
 
 # ---------------------------------------------------------------------------------------------
 # activations
+
+_STOCK = (nn.Identity, nn.ReLU, nn.ReLU6, nn.Hardswish, nn.Hardsigmoid, nn.Sigmoid)
+
+
+@torch.no_grad()
+def stock_equivalent(m: nn.Module) -> Optional[nn.Module]:
+    """A torch.nn activation computing the same as the parameter-free module ``m`` (probed on
+    inputs spanning every kink of these functions), or None."""
+    if any(True for _ in m.parameters()) or type(m) in _STOCK:
+        return None
+    x = torch.cat([torch.linspace(-8, 8, 321), torch.randn(199, generator=torch.Generator().manual_seed(3)) * 4])
+    x = x.reshape(1, 520, 1, 1)
+    try:
+        got = m(x.clone())
+    except Exception:  # noqa: BLE001
+        return None
+    if not isinstance(got, torch.Tensor) or got.shape != x.shape:
+        return None
+    for cls in _STOCK:
+        cand = cls()
+        if torch.allclose(got, cand(x.clone()), rtol=1e-5, atol=1e-6):
+            return cand
+    return None
 
 _MODULE_ACTS = (
     (nn.ReLU, "relu"), (nn.ReLU6, "relu6"), (nn.Hardswish, "hardswish"), (nn.Hardsigmoid, "hardsigmoid"),
