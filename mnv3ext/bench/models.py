@@ -147,13 +147,13 @@ def segments(model: nn.Module, image_size: Sequence[int]) -> List[Segment]:
     (``mnv3ext.models`` MobileNetV3 or LR-ASPP); the modules are the model's own (shared)."""
     if hasattr(model, "features") and hasattr(model, "classifier"):
         blocks = list(model.features)
-        head = ClassifierHead(model.avgpool, model.classifier)
+        head = ClassifierHead(model.avgpool, model.classifier).eval()
         head_inputs: Callable = _prev
     elif hasattr(model, "backbone") and hasattr(model, "classifier"):
         blocks = list(model.backbone.values())
         taps = {v: i for i, k in enumerate(model.backbone.keys()) for v in [model.backbone.return_layers.get(k)] if v}
         low, high = taps["low"] + 1, taps["high"] + 1
-        head = SegmentationHead(model.classifier, image_size)
+        head = SegmentationHead(model.classifier, image_size).eval()
 
         def head_inputs(outs, low=low, high=high):
             return (outs[low], outs[high])

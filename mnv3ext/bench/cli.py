@@ -1,0 +1,362 @@
+"""``python -m mnv3ext {bench,info,report,bench-ops}`` (also the ``mnv3ext`` console script).
+
+bench      side-by-side whole-model benchmark (the project's main job); see ``bench --help``
+info       the machine / ISA / version header alone
+report     merge several ``bench --json`` files into one markdown table (and a bar chart)
+bench-ops  the per-op table of issue 2: every depthwise / SE layer, eager vs ours, vs a roofline
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import sys
+import tempfile
+from typing import Any, Dict, List, Optional, Sequence
+
+__all__ = ["build_parser", "main", "run_bench"]
+
+DEFAULT_SECONDS = 10.0
+DEFAULT_OPS_SECONDS = 0.3
+
+
+# ---------------------------------------------------------------------------------------------
+# argument types (a bad value is an argparse usage error: exit code 2, no traceback)
+
+def _int_at_least(minimum: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
+        return value
+    parse.__name__ = f"integer >= {minimum}"
+    return parse
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def _csv(allowed: Sequence[str], aliases: Optional[Dict[str, str]] = None):
+    aliases = aliases or {}
+
+    def parse(text: str) -> List[str]:
+        items = [aliases.get(t.strip(), t.strip()) for t in text.split(",") if t.strip()]
+        if not items:
+            raise argparse.ArgumentTypeError("expected a comma-separated list, got nothing")
+        if items == ["all"]:
+            return list(allowed)
+        bad = [t for t in items if t not in allowed]
+        if bad:
+            raise argparse.ArgumentTypeError(f"unknown {', '.join(map(repr, bad))}; choose from {', '.join(allowed)}")
+        return list(dict.fromkeys(items))
+    return parse
+
+
+def _add_timing(p: argparse.ArgumentParser, default_seconds: float, per: str = "") -> None:
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--runs", type=_int_at_least(1), help=f"timed rounds{per}")
+    g.add_argument("--seconds", type=_positive_float,
+                   help=f"time budget of the timed rounds{per} (default {default_seconds:g}; at least 3 rounds)")
+    p.add_argument("--warmup", type=_int_at_least(0), default=5, help="warm-up rounds, not timed (default 5)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .backends import BACKENDS, DEFAULT_BACKENDS
+    from .models import MODELS
+
+    parser = argparse.ArgumentParser(
+        prog="python -m mnv3ext",
+        description="mnv3ext: fast MobileNetV3 CPU inference in PyTorch -- benchmarks and machine info.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="{bench,info,report,bench-ops}")
+
+    b = sub.add_parser(
+        "bench", help="whole-model benchmark: eager vs mnv3ext vs torch.compile vs ONNX Runtime / OpenVINO",
+        description="Times every backend interleaved round-robin in one process (warm-up excluded, medians) "
+                    "on MobileNetV3 with fixed random weights, and checks each backend's output against eager.",
+    )
+    b.add_argument("--model", choices=MODELS, default="large", help="default: large")
+    b.add_argument("--width", type=_positive_float, default=1.0, help="width multiplier (large/small; default 1.0)")
+    b.add_argument("--batch", type=_int_at_least(1), default=1, help="default 1")
+    b.add_argument("--size", type=_int_at_least(32), default=224, help="input height = width (default 224)")
+    b.add_argument("--threads", type=_int_at_least(1), default=None,
+                   help="threads for torch and the other runtimes (default: torch.get_num_threads())")
+    _add_timing(b, DEFAULT_SECONDS)
+    b.add_argument("--backends", type=_csv(tuple(BACKENDS)), default=list(DEFAULT_BACKENDS),
+                   help=f"comma-separated subset of: {', '.join(BACKENDS)} (default: all)")
+    b.add_argument("--per-layer", action="store_true",
+                   help="also time every block (stem, inverted residuals, last conv, head) of the eager and "
+                        "mnv3ext module backends")
+    b.add_argument("--json", metavar="FILE", help="write the results (versioned schema, see mnv3ext.bench.schema)")
+    b.add_argument("--plot", metavar="FILE.png", help="bar chart of the latencies (needs matplotlib)")
+    b.add_argument("--label", help="free-text name of this machine/run, shown by report")
+    b.add_argument("--isa", help="force a kernel path (as MNV3EXT_ISA): scalar, avx2, avx512, neon")
+    b.add_argument("--seed", type=int, default=0, help="seed of the random weights and input (default 0)")
+    b.add_argument("--quiet", action="store_true", help="no progress display or status lines")
+
+    i = sub.add_parser("info", help="print the machine / ISA / version header")
+    i.add_argument("--threads", type=_int_at_least(1), default=None)
+    i.add_argument("--json", action="store_true", help="print it as JSON")
+
+    r = sub.add_parser("report", help="merge several bench --json files into one markdown table",
+                       description="Merges runs (from several machines) into one markdown table; "
+                                   "--plot also draws a grouped bar chart (needs matplotlib).")
+    r.add_argument("files", nargs="+", metavar="FILE.json")
+    r.add_argument("--plot", nargs="?", const="mnv3ext-report.png", metavar="FILE.png",
+                   help="write a bar chart (default file name: %(const)s)")
+    r.add_argument("--metric", choices=("median", "p10", "p90"), default="median")
+    r.add_argument("-o", "--output", metavar="FILE.md", help="write the markdown here instead of stdout")
+
+    o = sub.add_parser("bench-ops", help="per-op table: each depthwise/SE layer, eager vs mnv3ext vs roofline",
+                       description="Every depthwise and SE layer of MobileNetV3-Large/-Small at 224x224 "
+                                   "(mnv3ext.shapes), NCHW and channels_last: the eager sequence vs our op, "
+                                   "interleaved, medians, against a copy-bandwidth roofline; markdown output.")
+    o.add_argument("--models", type=_csv(("large", "small")), default=["large", "small"])
+    o.add_argument("--kinds", type=_csv(("dw", "se")), default=["dw", "se"])
+    o.add_argument("--layouts", type=_csv(("nchw", "channels_last"), {"cl": "channels_last", "nhwc": "channels_last"}),
+                   default=["nchw", "channels_last"], help="nchw, cl (default both)")
+    o.add_argument("--match", help="only cases whose id contains this text, e.g. large.dw13")
+    o.add_argument("--threads", type=_int_at_least(1), default=1, help="default 1")
+    _add_timing(o, DEFAULT_OPS_SECONDS, per=" per case")
+    o.add_argument("--json", metavar="FILE", help="also write the rows as JSON")
+    o.add_argument("--quiet", action="store_true")
+    for sp in (b, i, r, o):
+        sp.set_defaults(_parser=sp)
+    return parser
+
+
+# ---------------------------------------------------------------------------------------------
+# bench
+
+def _log_fn(quiet: bool, progress):
+    if quiet:
+        return lambda msg: None
+    return progress.log
+
+
+def run_bench(args: argparse.Namespace, log=lambda msg: None, progress=None) -> Dict[str, Any]:
+    """Run ``bench`` with parsed ``args``; returns the JSON document (schema.BENCH_SCHEMA)."""
+    import torch
+
+    from .backends import BackendUnavailable, Context, prepare
+    from .machine import machine_info
+    from .models import as_tensor, build_model, compare, example_input
+    from .per_layer import PER_LAYER_BACKENDS, measure_per_layer
+    from .schema import SCHEMA_ID, SCHEMA_VERSION, clean_floats
+    from .timing import interleaved
+
+    threads = args.threads or torch.get_num_threads()
+    torch.set_num_threads(threads)
+    seconds = args.seconds if args.runs is None and args.seconds is not None else None
+    if args.runs is None and args.seconds is None:
+        seconds = DEFAULT_SECONDS
+    info = machine_info(threads)
+    model = build_model(args.model, args.width, args.seed)
+    x = example_input(args.batch, args.size, args.seed)
+    with torch.inference_mode():
+        reference = as_tensor(model(x)).clone()
+
+    results: List[Dict[str, Any]] = []
+    prepared = {}
+    with tempfile.TemporaryDirectory(prefix="mnv3ext-bench-") as workdir:
+        ctx = Context(model, x, threads, workdir, log)
+        for k, name in enumerate(args.backends):
+            if progress is not None:
+                progress.set_stage(f"preparing {name}")
+            entry: Dict[str, Any] = {"backend": name, "status": "ok", "reason": None, "latency_ms": None,
+                                     "images_per_second": None, "speedup_vs_eager": None, "max_abs_err": None,
+                                     "max_rel_err": None, "top1_agreement": None, "setup_seconds": None,
+                                     "compile_seconds": None, "details": {}}
+            try:
+                p = prepare(name, ctx)
+                entry.update(compare(p.output(), reference))
+                entry["setup_seconds"] = p.setup_seconds
+                entry["compile_seconds"] = p.compile_seconds
+                entry["details"] = p.details
+                prepared[name] = p
+            except BackendUnavailable as e:
+                entry.update(status="skipped", reason=str(e))
+                log(f"skipped {name}: {e}")
+            except Exception as e:  # noqa: BLE001 - a failing backend must not stop the others
+                first = (str(e).strip().splitlines() or [""])[0]
+                entry.update(status="error", reason=f"{type(e).__name__}: {first}"[:500])
+                log(f"error in {name}: {entry['reason']}")
+            results.append(entry)
+
+        rounds = 0
+        if prepared:
+            if progress is not None:
+                progress.set_stage("timing " + ", ".join(prepared))
+            with torch.inference_mode():
+                stats = interleaved({n: p.call for n, p in prepared.items()}, warmup=args.warmup, runs=args.runs,
+                                    seconds=seconds, progress=progress)
+            rounds = next(iter(stats.values())).n
+            eager = stats["eager"].median if "eager" in stats else None
+            for entry in results:
+                s = stats.get(entry["backend"])
+                if s is None:
+                    continue
+                entry["latency_ms"] = s.as_dict()
+                entry["images_per_second"] = args.batch / s.median
+                entry["speedup_vs_eager"] = eager / s.median if eager else None
+
+        per_layer = None
+        if args.per_layer:
+            wanted = [b for b in args.backends if b in PER_LAYER_BACKENDS and b in prepared]
+            if not wanted:
+                wanted = [b for b in ("eager", "mnv3ext")]
+            if progress is not None:
+                progress.set_stage("per-layer timing")
+            per_layer = measure_per_layer(model, x, wanted, warmup=args.warmup, runs=args.runs, seconds=seconds,
+                                          progress=progress)
+
+    doc = {
+        "schema": SCHEMA_ID,
+        "schema_version": SCHEMA_VERSION,
+        "created": datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat(),
+        "label": args.label,
+        "machine": info,
+        "settings": {"model": args.model, "width": args.width, "batch": args.batch, "size": args.size,
+                     "threads": threads, "warmup": args.warmup, "runs": args.runs, "seconds": seconds,
+                     "rounds": rounds, "backends": list(args.backends), "per_layer": bool(args.per_layer),
+                     "seed": args.seed, "isa": args.isa},
+        "results": results,
+        "per_layer": per_layer,
+    }
+    return clean_floats(doc)
+
+
+def _cmd_bench(args, parser) -> int:
+    from .machine import format_header
+    from .progress import Progress
+    from .report import describe_settings, format_results, matplotlib_available, plot_runs
+
+    if args.plot and not matplotlib_available():
+        parser.error("--plot needs matplotlib, which is not installed (pip install matplotlib)")
+    if args.isa:
+        import mnv3ext
+
+        try:
+            mnv3ext.set_isa(args.isa)
+        except (ValueError, RuntimeError) as e:
+            parser.error(f"--isa: {e}")
+    progress = Progress(enabled=False if args.quiet else None)
+    try:
+        doc = run_bench(args, log=_log_fn(args.quiet, progress), progress=progress)
+    finally:
+        progress.clear()
+    out = [format_header(doc["machine"]), "", describe_settings(doc), "", format_results(doc)]
+    if doc["per_layer"] is not None:
+        from .per_layer import format_per_layer
+
+        whole = {r["backend"]: r["latency_ms"]["median"] for r in doc["results"] if r["status"] == "ok"}
+        out += ["", "Per-layer latency (each block timed on its own; medians, ms):", "",
+                format_per_layer(doc["per_layer"], whole)]
+    print("\n".join(out))
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump(doc, f, indent=1)
+            f.write("\n")
+        if not args.quiet:
+            print(f"\nwrote {args.json}", file=sys.stderr)
+    if args.plot:
+        plot_runs([doc], args.plot)
+        if not args.quiet:
+            print(f"wrote {args.plot}", file=sys.stderr)
+    return 0 if any(r["status"] == "ok" for r in doc["results"]) else 1
+
+
+# ---------------------------------------------------------------------------------------------
+# info, report, bench-ops
+
+def _cmd_info(args, parser) -> int:
+    from .machine import format_header, machine_info
+
+    info = machine_info(args.threads)
+    print(json.dumps(info, indent=1) if args.json else format_header(info))
+    return 0
+
+
+def _cmd_report(args, parser) -> int:
+    from .report import load_runs, matplotlib_available, merge_table, plot_runs
+
+    if args.plot and not matplotlib_available():
+        parser.error("--plot needs matplotlib, which is not installed (pip install matplotlib)")
+    try:
+        docs = load_runs(args.files)
+    except ValueError as e:
+        parser.error(str(e))
+    text = merge_table(docs, args.metric)
+    if args.output:
+        with open(args.output, "w", encoding="utf-8") as f:
+            f.write(text + "\n")
+    else:
+        print(text)
+    if args.plot:
+        plot_runs(docs, args.plot, args.metric)
+        print(f"wrote {args.plot}", file=sys.stderr)
+    return 0
+
+
+def _cmd_bench_ops(args, parser) -> int:
+    import mnv3ext
+
+    from .machine import format_header, machine_info
+    from .op_table import format_op_table, run_op_table
+    from .progress import Progress
+
+    seconds = args.seconds if args.runs is None else None
+    if args.runs is None and args.seconds is None:
+        seconds = DEFAULT_OPS_SECONDS
+    progress = Progress(enabled=False if args.quiet else None)
+    if progress.enabled:
+        progress.set_stage("bench-ops")
+    try:
+        rows, sums = run_op_table(models=args.models, kinds=args.kinds, layouts=args.layouts, match=args.match,
+                                  threads=args.threads, warmup=args.warmup, runs=args.runs, seconds=seconds,
+                                  progress=progress)
+    finally:
+        progress.clear()
+    if not rows:
+        parser.error("no case matches the selection")
+    info = machine_info(args.threads)
+    print(format_op_table(rows, sums, header=format_header(info)))
+    print(f"\nKernels: {mnv3ext.current_isa()}.")
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump({"machine": info, "rows": rows, "sums": sums}, f, indent=1)
+            f.write("\n")
+    return 0
+
+
+_COMMANDS = {"bench": _cmd_bench, "info": _cmd_info, "report": _cmd_report, "bench-ops": _cmd_bench_ops}
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return _COMMANDS[args.command](args, getattr(args, "_parser", parser))
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001 - a message, not a traceback, unless asked for
+        if os.environ.get("MNV3EXT_DEBUG"):
+            raise
+        print(f"mnv3ext {args.command}: error: {type(e).__name__}: {e}\n"
+              "(set MNV3EXT_DEBUG=1 for the traceback)", file=sys.stderr)
+        return 1

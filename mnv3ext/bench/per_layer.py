@@ -1,0 +1,126 @@
+"""``--per-layer``: latency of every block of the model (stem, each inverted residual, the last 1x1
+conv, the head), per backend -- the per-layer latency lookup table NetAdapt-style search consumes.
+
+Each backend's blocks are run once as a chain on the benchmark input to capture the input every
+block sees inside that backend's model (so layouts between blocks are the backend's own), then
+all (block, backend) pairs are timed interleaved round-robin, warm-up excluded, medians.
+For the mnv3ext backends each block is ``mnv3ext.optimize``d on its own, with the backend's
+memory format: the optimized whole model is one flat graph, whose fusions never cross a block.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import torch
+
+from .backends import BackendUnavailable, _optimize_fn
+from .models import Segment, fold_batchnorms, segments
+from .timing import interleaved
+
+__all__ = ["PER_LAYER_BACKENDS", "measure_per_layer", "format_per_layer"]
+
+# backend -> (memory format of its input, how its blocks are made from the eager model's blocks)
+PER_LAYER_BACKENDS = ("eager", "eager-cl", "mnv3ext", "mnv3ext-cl", "mnv3ext-nchw")
+_CL = torch.channels_last
+_NCHW = torch.contiguous_format
+
+
+def _backend_segments(name: str, model: torch.nn.Module, image_size) -> Tuple[List[Segment], Dict[str, str], Any]:
+    """(segments, notes per segment name, input memory format) of backend ``name``."""
+    notes: Dict[str, str] = {}
+    if name == "eager":
+        return segments(model, image_size), notes, _NCHW
+    if name == "eager-cl":
+        return segments(fold_batchnorms(model).to(memory_format=_CL), image_size), notes, _CL
+    optimize = _optimize_fn()
+    fmt = {"mnv3ext": None, "mnv3ext-cl": _CL, "mnv3ext-nchw": _NCHW}[name]
+    segs = []
+    for seg in segments(model, image_size):
+        try:
+            mod = optimize(seg.module) if fmt is None else optimize(seg.module, memory_format=fmt)
+        except Exception as e:  # noqa: BLE001 - keep the eager block, say why
+            mod = seg.module
+            notes[seg.name] = f"not optimized: {type(e).__name__}: {e}".splitlines()[0][:200]
+        segs.append(Segment(seg.name, mod, seg.inputs))
+    return segs, notes, (_CL if fmt is _CL else _NCHW)
+
+
+def measure_per_layer(model: torch.nn.Module, x: torch.Tensor, backends: Sequence[str], *, warmup: int = 3,
+                      runs: Optional[int] = None, seconds: Optional[float] = None,
+                      progress: Optional[Callable[[float, str], None]] = None) -> Dict[str, Any]:
+    """The ``per_layer`` object of the JSON schema for ``backends`` (those of PER_LAYER_BACKENDS)."""
+    unavailable: Dict[str, str] = {}
+    chains: Dict[str, List[Segment]] = {}
+    notes: Dict[str, Dict[str, str]] = {}
+    inputs: Dict[str, List[tuple]] = {}
+    names: Optional[List[str]] = None
+    for b in backends:
+        if b not in PER_LAYER_BACKENDS:
+            unavailable[b] = "per-layer timing covers the eager and mnv3ext module backends only"
+            continue
+        try:
+            segs, seg_notes, fmt = _backend_segments(b, model, x.shape[-2:])
+            outs: List[Any] = [x.contiguous(memory_format=fmt)]
+            seg_inputs = []
+            with torch.inference_mode():
+                for seg in segs:
+                    args = seg.inputs(outs)
+                    seg_inputs.append(args)
+                    outs.append(seg.module(*args))
+        except BackendUnavailable as e:
+            unavailable[b] = str(e)
+            continue
+        except Exception as e:  # noqa: BLE001
+            unavailable[b] = f"{type(e).__name__}: {e}".splitlines()[0][:300]
+            continue
+        chains[b], notes[b], inputs[b] = segs, seg_notes, seg_inputs
+        names = names or [s.name for s in segs]
+    fns: Dict[str, Callable[[], Any]] = {}
+    for b, segs in chains.items():
+        for i, (seg, args) in enumerate(zip(segs, inputs[b])):
+            fns[f"{b}\0{i}"] = (lambda m=seg.module, a=args: m(*a))
+    stats = {}
+    if fns:
+        with torch.inference_mode():
+            stats = interleaved(fns, warmup=warmup, runs=runs, seconds=seconds, progress=progress)
+    rows = []
+    for i, name in enumerate(names or []):
+        row: Dict[str, Any] = {"index": i, "name": name, "median_ms": {}, "p10_ms": {}, "p90_ms": {}, "notes": {}}
+        for b in chains:
+            s = stats[f"{b}\0{i}"]
+            row["median_ms"][b] = s.median * 1e3
+            row["p10_ms"][b] = s.p10 * 1e3
+            row["p90_ms"][b] = s.p90 * 1e3
+            if name in notes[b]:
+                row["notes"][b] = notes[b][name]
+        rows.append(row)
+    total = {b: sum(r["median_ms"][b] for r in rows) for b in chains}
+    return {"backends": list(chains), "unavailable": unavailable, "rows": rows, "total_ms": total}
+
+
+def format_per_layer(per_layer: Dict[str, Any], whole_model_ms: Optional[Dict[str, float]] = None) -> str:
+    """Markdown table: one row per block, one column per backend (ms), plus sum and whole model."""
+    backends = per_layer["backends"]
+    lines = []
+    if backends:
+        base = backends[0]
+        head = "| # | block | " + " | ".join(f"{b} ms" for b in backends)
+        if len(backends) > 1:
+            head += " | " + " | ".join(f"{base}/{b}" for b in backends[1:])
+        lines += [head + " |", "|" + "---|" * (head.count("|"))]
+        for r in per_layer["rows"]:
+            cells = [f"{r['median_ms'][b]:.3f}" + ("*" if b in r.get("notes", {}) else "") for b in backends]
+            ratios = [f"{r['median_ms'][base] / r['median_ms'][b]:.2f}×" for b in backends[1:]]
+            lines.append(f"| {r['index']} | {r['name']} | " + " | ".join(cells + ratios) + " |")
+        tot = per_layer["total_ms"]
+        ratios = [f"{tot[base] / tot[b]:.2f}×" for b in backends[1:]]
+        lines.append("| | **sum of blocks** | " + " | ".join([f"{tot[b]:.3f}" for b in backends] + ratios) + " |")
+        if whole_model_ms:
+            cells = [f"{whole_model_ms[b]:.3f}" if b in whole_model_ms else "" for b in backends]
+            lines.append("| | whole model | " + " | ".join(cells + [""] * (len(backends) - 1)) + " |")
+        noted = {(b, r["name"], t) for r in per_layer["rows"] for b, t in r.get("notes", {}).items()}
+        for b, name, text in sorted(noted):
+            lines.append(f"\\* {b}, {name}: {text}")
+    for b, reason in per_layer.get("unavailable", {}).items():
+        lines.append(f"per-layer {b}: unavailable ({reason})")
+    return "\n".join(lines)
