@@ -67,7 +67,7 @@ inline Vec deinterleave2(const float* src, int phase) {
 // Tuning: output pixels per NHWC interior step, output vectors per NCHW step, and whether
 // the kh*kw weight vectors are kept in registers (32 zmm registers).
 constexpr int nhwc_pixels(int taps) { return taps <= 9 ? 8 : 5; }
-constexpr int nhwc_pixels_tail(int taps) { return taps <= 9 ? 8 : 4; }
+constexpr int nhwc_pixels_tail(int taps) { return nhwc_pixels(taps); }  // must match: one split per row
 constexpr bool nhwc_weights_in_regs(int taps) { return taps <= 25; }
 constexpr int nchw_vectors(int taps) { return taps <= 9 ? 8 : 5; }
 constexpr bool nchw_weights_in_regs(int taps) { return taps <= 25; }
@@ -109,17 +109,19 @@ struct NhwcTileArgs {
   int64_t ox_l, ox_r;
   Mask m;
 };
-using NhwcTileFn = void (*)(const NhwcTileArgs&);
 
+// Interior pixels [ox_l, ox_l + groups * P) of one output row for one channel tile, the
+// kh*kw weight vectors in registers; returns the first pixel not done.
 template <int KH, int KW, int S, bool Tail>
-void nhwc_tile_k(const NhwcTileArgs& a) {
+int64_t nhwc_tile_k(const NhwcTileArgs& a) {
   constexpr int T = KH * KW;
   constexpr bool WR = nhwc_weights_in_regs(T);
   constexpr int P = Tail ? nhwc_pixels_tail(T) : nhwc_pixels(T);
-  const int64_t C = a.s->channels, W = a.s->in_w, OW = a.s->out_w, pl = a.s->pad_left;
+  const int64_t C = a.s->channels, pl = a.s->pad_left;
   const int64_t padded = a.padded;
   const float* wp = a.wp;
   const Mask m = a.m;
+  const Activation act = a.s->activation;
   const float* rows[KH];
   for (int ky = 0; ky < KH; ++ky) rows[ky] = a.rows[ky];
   Vec w[WR ? T : 1];
@@ -129,21 +131,7 @@ void nhwc_tile_k(const NhwcTileArgs& a) {
     if constexpr (WR) return w[t];
     else return vload(wp + (1 + t) * padded);
   };
-  auto edge = [&](int64_t ox) {
-    const int64_t ix0 = ox * S - pl;
-    Vec acc = vload(wp);
-    for (int ky = 0; ky < KH; ++ky) {
-      if (!rows[ky]) continue;
-      for (int kx = 0; kx < KW; ++kx) {
-        const int64_t ix = ix0 + kx;
-        if (ix < 0 || ix >= W) continue;
-        acc = vfma(weight(ky * KW + kx), ld<Tail>(rows[ky] + ix * C, m), acc);
-      }
-    }
-    st<Tail>(a.out + ox * C, m, activate(a.s->activation, acc));
-  };
-  int64_t ox = 0;
-  for (; ox < a.ox_l; ++ox) edge(ox);
+  int64_t ox = a.ox_l;
   for (; ox + P <= a.ox_r; ox += P) {
     Vec acc[P];
     const Vec bias = vload(wp);
@@ -157,52 +145,60 @@ void nhwc_tile_k(const NhwcTileArgs& a) {
         for (int p = 0; p < P; ++p) acc[p] = vfma(wt, ld<Tail>(r + (p * S + kx) * C, m), acc[p]);
       }
     }
-    const Activation act = a.s->activation;
     for (int p = 0; p < P; ++p) st<Tail>(a.out + (ox + p) * C, m, activate(act, acc[p]));
   }
-  for (; ox < OW; ++ox) edge(ox);
+  return ox;
 }
+using NhwcTileFn = int64_t (*)(const NhwcTileArgs&);
 
-template <bool Tail>
-void nhwc_tile_generic(const NhwcTileArgs& a) {
-  const DwConvShape& s = *a.s;
-  const int KH = s.kernel_h, KW = s.kernel_w;
-  const int64_t C = s.channels, W = s.in_w, OW = s.out_w, pl = s.pad_left;
-  const int64_t S = s.stride_w, D = s.dilation_w, padded = a.padded;
-  const float* wp = a.wp;
-  const Mask m = a.m;
-  const Activation act = s.activation;
-  auto edge = [&](int64_t ox) {
-    const int64_t ix0 = ox * S - pl;
-    Vec acc = vload(wp);
-    for (int ky = 0; ky < KH; ++ky) {
-      if (!a.rows[ky]) continue;
-      for (int kx = 0; kx < KW; ++kx) {
-        const int64_t ix = ix0 + kx * D;
-        if (ix < 0 || ix >= W) continue;
-        acc = vfma(vload(wp + (1 + ky * KW + kx) * padded), ld<Tail>(a.rows[ky] + ix * C, m), acc);
-      }
+// One output pixel over all channels, any shape: the valid taps are listed once, then the
+// channels go 4 tiles at a time (4 independent FMA chains), weights read from memory.
+void nhwc_pixel(const DwConvShape& s, const float* const* base, const float* packed,
+                int64_t padded, float* out, int64_t ox) {
+  const int64_t C = s.channels, W = s.in_w;
+  const int64_t ix0 = ox * s.stride_w - s.pad_left;
+  const float* in[49];
+  const float* wt[49];
+  int nt = 0;
+  for (int ky = 0; ky < s.kernel_h; ++ky) {
+    if (!base[ky]) continue;
+    for (int kx = 0; kx < s.kernel_w; ++kx) {
+      const int64_t ix = ix0 + int64_t(kx) * s.dilation_w;
+      if (ix < 0 || ix >= W) continue;
+      in[nt] = base[ky] + ix * C;
+      wt[nt] = packed + (1 + ky * s.kernel_w + kx) * padded;
+      ++nt;
     }
-    st<Tail>(a.out + ox * C, m, activate(act, acc));
-  };
-  constexpr int P = 4;
-  int64_t ox = 0;
-  for (; ox < a.ox_l; ++ox) edge(ox);
-  for (; ox + P <= a.ox_r; ox += P) {
-    const Vec bias = vload(wp);
-    Vec acc[P] = {bias, bias, bias, bias};
-    const int64_t off = (ox * S - pl) * C;
-    for (int ky = 0; ky < KH; ++ky) {
-      if (!a.rows[ky]) continue;
-      const float* r = a.rows[ky] + off;
-      for (int kx = 0; kx < KW; ++kx) {
-        const Vec wt = vload(wp + (1 + ky * KW + kx) * padded);
-        for (int p = 0; p < P; ++p) acc[p] = vfma(wt, ld<Tail>(r + (p * S + kx * D) * C, m), acc[p]);
-      }
-    }
-    for (int p = 0; p < P; ++p) st<Tail>(a.out + (ox + p) * C, m, activate(act, acc[p]));
   }
-  for (; ox < OW; ++ox) edge(ox);
+  const Activation act = s.activation;
+  int64_t c = 0;
+  for (; c + 4 * kLanes <= C; c += 4 * kLanes) {
+    Vec a0 = vload(packed + c), a1 = vload(packed + c + kLanes);
+    Vec a2 = vload(packed + c + 2 * kLanes), a3 = vload(packed + c + 3 * kLanes);
+    for (int i = 0; i < nt; ++i) {
+      const float* x = in[i] + c;
+      const float* w = wt[i] + c;
+      a0 = vfma(vload(w), vload(x), a0);
+      a1 = vfma(vload(w + kLanes), vload(x + kLanes), a1);
+      a2 = vfma(vload(w + 2 * kLanes), vload(x + 2 * kLanes), a2);
+      a3 = vfma(vload(w + 3 * kLanes), vload(x + 3 * kLanes), a3);
+    }
+    vstore(out + c, activate(act, a0));
+    vstore(out + c + kLanes, activate(act, a1));
+    vstore(out + c + 2 * kLanes, activate(act, a2));
+    vstore(out + c + 3 * kLanes, activate(act, a3));
+  }
+  for (; c + kLanes <= C; c += kLanes) {
+    Vec acc = vload(packed + c);
+    for (int i = 0; i < nt; ++i) acc = vfma(vload(wt[i] + c), vload(in[i] + c), acc);
+    vstore(out + c, activate(act, acc));
+  }
+  if (c < C) {
+    const Mask m = lanes_mask(C - c);
+    Vec acc = vload(packed + c);
+    for (int i = 0; i < nt; ++i) acc = vfma(vload(wt[i] + c), vloadm(in[i] + c, m), acc);
+    vstorem(out + c, m, activate(act, acc));
+  }
 }
 
 // ---- NCHW
@@ -236,17 +232,20 @@ void nchw_plane_k(const NchwPlaneArgs& a) {
     else return vset1(a.taps[t * a.padded]);
   };
   const Vec bias = vset1(a.bias);
-  int64_t oy = 0, v = 0, q = 0;
-  for (; q + U <= jobs; q += U) {
+  int64_t oy = 0, v = 0;
+  for (int64_t q = 0; q < jobs; q += U) {
+    // A last group with fewer than U jobs recomputes its first job in the spare slots.
+    const int n = int(jobs - q < U ? jobs - q : U);
     const float* src[U];
     float* dst[U];
     Mask mk[U];
-    for (int u = 0; u < U; ++u) {
+    for (int u = 0; u < n; ++u) {
       src[u] = a.scr + oy * S * pitch + v * kLanes;
       dst[u] = a.out + oy * OW + v * kLanes;
       mk[u] = v == nvec - 1 ? tail : full_mask();
       if (++v == nvec) v = 0, ++oy;
     }
+    for (int u = n; u < U; ++u) src[u] = src[0], dst[u] = nullptr, mk[u] = 0;
     Vec acc[U];
     for (int u = 0; u < U; ++u) acc[u] = bias;
     for (int ky = 0; ky < K; ++ky)
@@ -255,18 +254,7 @@ void nchw_plane_k(const NchwPlaneArgs& a) {
         const int64_t off = ky * pitch + (kx % S) * R + kx / S;
         for (int u = 0; u < U; ++u) acc[u] = vfma(wt, vload(src[u] + off), acc[u]);
       }
-    for (int u = 0; u < U; ++u) vstorem(dst[u], mk[u], activate(act, acc[u]));
-  }
-  for (; q < jobs; ++q) {
-    const float* src = a.scr + oy * S * pitch + v * kLanes;
-    float* dst = a.out + oy * OW + v * kLanes;
-    const Mask mk = v == nvec - 1 ? tail : full_mask();
-    if (++v == nvec) v = 0, ++oy;
-    Vec acc = bias;
-    for (int ky = 0; ky < K; ++ky)
-      for (int kx = 0; kx < K; ++kx)
-        acc = vfma(weight(ky * K + kx), vload(src + ky * pitch + (kx % S) * R + kx / S), acc);
-    vstorem(dst, mk, activate(act, acc));
+    for (int u = 0; u < n; ++u) vstorem(dst[u], mk[u], activate(act, acc[u]));
   }
 }
 
@@ -356,7 +344,7 @@ void dwconv_nhwc_rows(const DwConvShape& s, const float* input, const float* pac
   if (ox_r > OW) ox_r = OW;
   if (ox_r < ox_l) ox_r = ox_l;
 
-  NhwcTileFn full = nhwc_tile_generic<false>, tail = nhwc_tile_generic<true>;
+  NhwcTileFn full = nullptr, tail = nullptr;
   if (s.kernel_h == s.kernel_w && s.stride_h == s.stride_w && s.dilation_h == 1 &&
       s.dilation_w == 1) {
     const int k = s.kernel_h, st = s.stride_h;
@@ -375,13 +363,19 @@ void dwconv_nhwc_rows(const DwConvShape& s, const float* input, const float* pac
       base[ky] = (iy < 0 || iy >= H) ? nullptr : input + (n * H + iy) * W * C;
     }
     float* out_row = output + row * OW * C;
-    for (int64_t c0 = 0; c0 < C; c0 += kLanes) {
-      for (int ky = 0; ky < s.kernel_h; ++ky) rows[ky] = base[ky] ? base[ky] + c0 : nullptr;
-      const NhwcTileArgs args{&s, rows, packed + c0, padded, out_row + c0, ox_l, ox_r,
-                              lanes_mask(C - c0)};
-      if (C - c0 >= kLanes) full(args);
-      else tail(args);
+    // Interior groups per channel tile (weights in registers), the rest pixel by pixel.
+    int64_t done = ox_l;
+    if (full) {
+      for (int64_t c0 = 0; c0 < C; c0 += kLanes) {
+        for (int ky = 0; ky < s.kernel_h; ++ky) rows[ky] = base[ky] ? base[ky] + c0 : nullptr;
+        const NhwcTileArgs args{&s, rows, packed + c0, padded, out_row + c0, ox_l, ox_r,
+                                lanes_mask(C - c0)};
+        done = C - c0 >= kLanes ? full(args) : tail(args);
+      }
     }
+    for (int64_t ox = 0; ox < ox_l; ++ox) nhwc_pixel(s, base, packed, padded, out_row + ox * C, ox);
+    for (int64_t ox = done; ox < OW; ++ox)
+      nhwc_pixel(s, base, packed, padded, out_row + ox * C, ox);
   }
 }
 
