@@ -59,6 +59,11 @@ def _optimize_module(m: nn.Module, summary: OptimizeSummary, name: str) -> nn.Mo
         summary.fallback.append((name or "<root>", f"{type(m).__name__}.forward is not traceable by torch.fx"))
         _optimize_children(m, summary, name)
         return m
+    for node in graph.nodes:
+        # ``from __future__ import annotations`` leaves string annotations, which fx would
+        # emit as globals that break pickling of the GraphModule
+        if not isinstance(node.type, type):
+            node.type = None
     gm = fx.GraphModule(m, graph, class_name=type(m).__name__)
     leaves = sorted(traced["leaves"])
     top = [n for n in leaves if not any(n.startswith(o + ".") for o in leaves if o != n)]
