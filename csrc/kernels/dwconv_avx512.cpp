@@ -56,13 +56,13 @@ inline Vec vdiv(Vec a, Vec b) { return _mm512_div_ps(a, b); }
 inline Vec vmax(Vec a, Vec b) { return _mm512_max_ps(a, b); }
 inline Vec vmin(Vec a, Vec b) { return _mm512_min_ps(a, b); }
 
-// Stride-2 deinterleave: 16 floats at even (phase 0) or odd (phase 1) positions of src[0..32).
-inline Vec deinterleave2(const float* src, int phase) {
-  const __m512i idx = _mm512_add_epi32(
-      _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30),
-      _mm512_set1_epi32(phase));
-  return _mm512_permutex2var_ps(vload(src), idx, vload(src + 16));
+// Stride-2 deinterleave: the 16 even-position floats of the 32 in (lo, hi).
+inline Vec deinterleave2v(Vec lo, Vec hi) {
+  const __m512i idx =
+      _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  return _mm512_permutex2var_ps(lo, idx, hi);
 }
+inline Vec deinterleave2(const float* src, Vec hi) { return deinterleave2v(vload(src), hi); }
 
 // Tuning: output pixels per NHWC interior step, output vectors per NCHW step, and whether
 // the kh*kw weight vectors are kept in registers (32 zmm registers).
@@ -291,40 +291,54 @@ void nchw_plane_generic(const NchwPlaneArgs& a) {
   }
 }
 
-// Fills the padded, phase-split copy of one input plane: rows [0, hp) of s_w phases of r
-// floats. Padded (y, x) holds input (y - pt, x - pl) or zero.
-void fill_scratch(const DwConvShape& s, const float* in, float* scr, int64_t hp, int64_t r) {
+// The padded, phase-split copy of an input plane: rows [0, hp) of s_w phases of r floats;
+// padded (y, x) holds input (y - pt, x - pl) or zero. The zeros never change between planes,
+// so the scratch is zeroed once per call and each plane only rewrites its input region.
+struct PhaseSpan {
+  int64_t j0, j1;  // dst[j] = src[j * s_w + p - pl] for j in [j0, j1)
+};
+inline PhaseSpan phase_span(const DwConvShape& s, int64_t p, int64_t r) {
+  const int64_t SW = s.stride_w, lo = s.pad_left - p, hi = s.pad_left - p + s.in_w;
+  int64_t j0 = lo <= 0 ? 0 : (lo + SW - 1) / SW;
+  int64_t j1 = hi <= 0 ? 0 : (hi + SW - 1) / SW;
+  if (j1 > r) j1 = r;
+  if (j0 > j1) j0 = j1;
+  return {j0, j1};
+}
+
+void copy_plane(const DwConvShape& s, const float* in, float* scr, int64_t hp, int64_t r) {
   const int64_t H = s.in_h, W = s.in_w, SW = s.stride_w, pt = s.pad_top, pl = s.pad_left;
-  for (int64_t y = 0; y < hp; ++y) {
-    float* row = scr + y * SW * r;
-    const int64_t iy = y - pt;
-    if (iy < 0 || iy >= H) {
-      std::memset(row, 0, sizeof(float) * SW * r);
-      continue;
-    }
-    const float* src = in + iy * W;
-    for (int64_t p = 0; p < SW; ++p) {
-      float* dst = row + p * r;
-      // dst[j] = src[j * SW + p - pl] for j in [j0, j1).
-      const int64_t lo = pl - p, hi = pl - p + W;
-      int64_t j0 = lo <= 0 ? 0 : (lo + SW - 1) / SW;
-      int64_t j1 = hi <= 0 ? 0 : (hi + SW - 1) / SW;
-      if (j1 > r) j1 = r;
-      if (j0 > j1) j0 = j1;
-      std::memset(dst, 0, sizeof(float) * j0);
-      const float* sp = src + (j0 * SW + p - pl);
+  const int64_t y0 = pt, y1 = hp < pt + H ? hp : pt + H;
+  for (int64_t p = 0; p < SW; ++p) {
+    const PhaseSpan span = phase_span(s, p, r);
+    const int64_t n = span.j1 - span.j0, first = span.j0 * SW + p - pl;
+    if (n <= 0) continue;
+    for (int64_t y = y0; y < y1; ++y) {
+      const float* src = in + (y - pt) * W + first;  // n taps at stride SW, all inside the row
+      float* dst = scr + (y * SW + p) * r + span.j0;
       if (SW == 1) {
-        std::memcpy(dst + j0, sp, sizeof(float) * (j1 - j0));
-      } else {
-        int64_t j = j0;
-        if (SW == 2) {
-          // Vector while the 32 floats read stay inside the row.
-          for (; j + kLanes <= j1 && (j * 2 + p - pl) + 2 * kLanes <= W; j += kLanes)
-            vstore(dst + j, deinterleave2(src + (j * 2 + p - pl), 0));
+        int64_t j = 0;
+        for (; j + kLanes <= n; j += kLanes) vstore(dst + j, vload(src + j));
+        if (j < n) {
+          const Mask m = lanes_mask(n - j);
+          vstorem(dst + j, m, vloadm(src + j, m));
         }
-        for (; j < j1; ++j) dst[j] = src[j * SW + p - pl];
+      } else if (SW == 2) {
+        // 16 outputs read src[2j .. 2j + 30]; the row holds 2n - 1 floats from src.
+        const int64_t avail = W - first;
+        int64_t j = 0;
+        for (; j + kLanes <= n && 2 * j + 2 * kLanes <= avail; j += kLanes)
+          vstore(dst + j, deinterleave2(src + 2 * j, vload(src + 2 * j + kLanes)));
+        for (; j < n; j += kLanes) {
+          const int64_t left = avail - 2 * j;  // >= 1
+          const Vec lo = vloadm(src + 2 * j, lanes_mask(left));
+          const Vec hi = left > kLanes ? vloadm(src + 2 * j + kLanes, lanes_mask(left - kLanes))
+                                       : vzero();
+          vstorem(dst + j, lanes_mask(n - j), deinterleave2v(lo, hi));
+        }
+      } else {
+        for (int64_t j = 0; j < n; ++j) dst[j] = src[j * SW];
       }
-      std::memset(dst + j1, 0, sizeof(float) * (r - j1));
     }
   }
 }
@@ -389,6 +403,7 @@ void dwconv_nchw_planes(const DwConvShape& s, const float* input, const float* p
   const int64_t r = nvec * kLanes + int64_t(s.kernel_w - 1) * s.dilation_w / s.stride_w + 1;
   const int64_t hp = (OH - 1) * s.stride_h + int64_t(s.kernel_h - 1) * s.dilation_h + 1;
   float* scr = thread_scratch(hp * s.stride_w * r);
+  std::memset(scr, 0, sizeof(float) * hp * s.stride_w * r);
 
   NchwPlaneFn fn = nchw_plane_generic;
   if (s.kernel_h == s.kernel_w && s.stride_h == s.stride_w && s.dilation_h == 1 &&
@@ -402,7 +417,7 @@ void dwconv_nchw_planes(const DwConvShape& s, const float* input, const float* p
   const int64_t in_plane = s.in_h * s.in_w, out_plane = OH * OW;
   for (int64_t plane = plane_begin; plane < plane_end; ++plane) {
     const int64_t c = plane % C;
-    fill_scratch(s, input + plane * in_plane, scr, hp, r);
+    copy_plane(s, input + plane * in_plane, scr, hp, r);
     const NchwPlaneArgs args{&s, scr, r, packed + padded + c, padded, packed[c],
                              output + plane * out_plane};
     fn(args);
