@@ -1,0 +1,41 @@
+"""Per-op pytest-benchmark suite: every depthwise and SE layer of MobileNetV3-Large/-Small at
+224x224 (``mnv3ext.shapes``), NCHW and channels_last, 1 thread by default: our op against the eager
+sequence it replaces. The cases are :mod:`mnv3ext.bench.opcases`, the same the op table
+(``python -m mnv3ext bench-ops``, interleaved, with the roofline) times.
+
+    python3 -m pytest bench/bench_ops.py [-k large.dw13] [--benchmark-json out.json]
+
+Each (layer, layout) is one pytest-benchmark group holding ``eager`` and ``ours``; extra_info
+carries the bytes moved and the single-thread copy bandwidth at that working-set size.
+"""
+from __future__ import annotations
+
+import pytest
+
+from mnv3ext import shapes
+from mnv3ext.bench.bandwidth import copy_bandwidth
+from mnv3ext.bench.opcases import LAYOUTS, case_id, dw_case, se_case
+
+PARAMS = [pytest.param(make, layer, layout, impl, id=f"{case_id(layer, layout)}-{impl}")
+          for make, layers in ((dw_case, shapes.ALL_DW), (se_case, shapes.ALL_SE))
+          for layer in layers for layout in LAYOUTS for impl in ("eager", "ours")]
+
+_cases = {}
+
+
+def _case(make, layer, layout):
+    key = (layer, layout)
+    if key not in _cases:
+        _cases[key] = make(layer, layout)
+    return _cases[key]
+
+
+@pytest.mark.parametrize("make,layer,layout,impl", PARAMS)
+def test_op(benchmark, make, layer, layout, impl):
+    case = _case(make, layer, layout)
+    assert case.max_abs_error() < 1e-4, "ours disagrees with eager"
+    benchmark.group = case.id
+    benchmark.extra_info.update(bytes=case.bytes_moved, copy_gbps=copy_bandwidth(case.bytes_moved) / 1e9,
+                                kind=case.kind, layout=layout)
+    out = benchmark(getattr(case, impl))
+    assert out.shape[1] == layer.channels
