@@ -166,6 +166,7 @@ def test_bench_module_entry_point(tmp_path):
     ["bench", "--threads", "0"],
     ["bench", "--size", "8"],
     ["bench", "--width", "0"],
+    ["bench", "--model", "lraspp", "--width", "0.5"],
     ["bench", "--batch", "-2"],
     ["bench", "--no-such-option"],
     ["bench", "--isa", "sse9"],

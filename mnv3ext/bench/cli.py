@@ -244,6 +244,8 @@ def _cmd_bench(args, parser) -> int:
 
     if args.plot and not matplotlib_available():
         parser.error("--plot needs matplotlib, which is not installed (pip install matplotlib)")
+    if args.model == "lraspp" and args.width != 1.0:
+        parser.error("--width: the lraspp model exists at width 1.0 only")
     if args.isa:
         import mnv3ext
 
