@@ -1,58 +1,416 @@
-// Portable depthwise conv: the correctness baseline for every SIMD path and the
-// fallback on CPUs without one. Plain loops; the compiler may auto-vectorise them.
-#include <algorithm>
+// AVX2 + FMA fused depthwise conv + bias + activation: the same algorithms and arithmetic
+// order as dwconv_avx512.cpp (see there), with 8-lane vectors, vmaskmov masks for tails and
+// 16 registers (only 3x3 weights are kept in registers; 5x5 weights are reloaded per tap,
+// with more pixels/vectors in flight per step).
+//
+// NHWC: vector over 8 channels (masked tail for C % 8), interior pixels P at a time without
+// bounds checks, edge pixels over 4 channel tiles at once. NCHW: per plane a zero-padded,
+// stride-phase-split scratch copy, 8 output columns per vector, U vectors in flight.
+// Every output is bias + taps in (ky, kx) order, one FMA per tap: independent of threading.
+// Activations follow PyTorch (NaN kept, hardswish divides by 6).
+//
+// Compiled with AVX2 flags: everything stays in mnv3ext::avx2 with internal linkage, no STL
+// templates are instantiated, scratch comes from thread_scratch().
+#include <immintrin.h>
 
-#include "activation.h"
+#include <cstdint>
+#include <cstring>
+
 #include "kernels.h"
 
 namespace mnv3ext::avx2 {
+namespace {
+
+// ---------------------------------------------------------------- ISA layer
+constexpr int64_t kLanes = 8;
+using Vec = __m256;
+using Mask = __m256i;  // lane i active when its sign bit is set (vmaskmov)
+
+inline Mask lanes_mask(int64_t n) {  // first min(n, 8) lanes
+  const int32_t k = int32_t(n >= kLanes ? kLanes : n);
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32(k), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+inline Mask full_mask() { return _mm256_set1_epi32(-1); }
+inline Mask no_mask() { return _mm256_setzero_si256(); }
+inline Vec vload(const float* p) { return _mm256_loadu_ps(p); }
+// vmaskmovps neither reads nor faults on inactive lanes.
+inline Vec vloadm(const float* p, Mask m) { return _mm256_maskload_ps(p, m); }
+inline void vstore(float* p, Vec v) { _mm256_storeu_ps(p, v); }
+inline void vstorem(float* p, Mask m, Vec v) { _mm256_maskstore_ps(p, m, v); }
+inline Vec vfma(Vec a, Vec b, Vec c) { return _mm256_fmadd_ps(a, b, c); }
+inline Vec vset1(float x) { return _mm256_set1_ps(x); }
+inline Vec vzero() { return _mm256_setzero_ps(); }
+inline Vec vadd(Vec a, Vec b) { return _mm256_add_ps(a, b); }
+inline Vec vmul(Vec a, Vec b) { return _mm256_mul_ps(a, b); }
+inline Vec vdiv(Vec a, Vec b) { return _mm256_div_ps(a, b); }
+// max(a, b) = a > b ? a : b and min(a, b) = a < b ? a : b: a NaN in b comes through.
+inline Vec vmax(Vec a, Vec b) { return _mm256_max_ps(a, b); }
+inline Vec vmin(Vec a, Vec b) { return _mm256_min_ps(a, b); }
+
+// Stride-2 deinterleave: the 8 even-position floats of the 16 in (lo, hi).
+inline Vec deinterleave2v(Vec lo, Vec hi) {
+  const __m256 even = _mm256_shuffle_ps(lo, hi, _MM_SHUFFLE(2, 0, 2, 0));  // l0 l2 h0 h2 | l4 l6 h4 h6
+  return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(even), _MM_SHUFFLE(3, 1, 2, 0)));
+}
+inline Vec deinterleave2(const float* src, Vec hi) { return deinterleave2v(vload(src), hi); }
+
+// Tuning: output pixels per NHWC interior step, output vectors per NCHW step, and whether
+// the kh*kw weight vectors are kept in registers (16 ymm registers: only for 3x3).
+constexpr int nhwc_pixels(int taps) { return taps <= 9 ? 4 : 8; }
+constexpr int nhwc_pixels_tail(int taps) { return nhwc_pixels(taps); }  // must match: one split per row
+constexpr bool nhwc_weights_in_regs(int taps) { return taps <= 9; }
+constexpr int nchw_vectors(int taps) { return taps <= 9 ? 5 : 8; }
+constexpr bool nchw_weights_in_regs(int taps) { return taps <= 9; }
+
+// ---------------------------------------------------------------- shared body
+inline Vec activate(Activation a, Vec x) {
+  switch (a) {
+    case Activation::kRelu: return vmax(vzero(), x);  // 0 > x ? 0 : x
+    case Activation::kRelu6: return vmin(vset1(6.0f), vmax(vzero(), x));
+    case Activation::kHardswish: {
+      const Vec t = vmin(vset1(6.0f), vmax(vzero(), vadd(x, vset1(3.0f))));
+      return vdiv(vmul(x, t), vset1(6.0f));
+    }
+    default: return x;
+  }
+}
+
+template <bool Tail>
+inline Vec ld(const float* p, Mask m) {
+  if constexpr (Tail) return vloadm(p, m);
+  else return vload(p);
+}
+template <bool Tail>
+inline void st(float* p, Mask m, Vec v) {
+  if constexpr (Tail) vstorem(p, m, v);
+  else vstore(p, v);
+}
+
+// ---- NHWC
+// One output row, one channel tile. rows[ky] points at input row iy = oy*sh - pt + ky*dh at
+// the tile's first channel, or is null when that row is padding. wp = packed + c0, out = output
+// row + c0. Pixels [0, ox_l) and [ox_r, out_w) need column checks, [ox_l, ox_r) do not.
+struct NhwcTileArgs {
+  const DwConvShape* s;
+  const float* const* rows;
+  const float* wp;
+  int64_t padded;
+  float* out;
+  int64_t ox_l, ox_r;
+  Mask m;
+};
+
+// Interior pixels [ox_l, ox_l + groups * P) of one output row for one channel tile, the
+// kh*kw weight vectors in registers; returns the first pixel not done.
+template <int KH, int KW, int S, bool Tail>
+int64_t nhwc_tile_k(const NhwcTileArgs& a) {
+  constexpr int T = KH * KW;
+  constexpr bool WR = nhwc_weights_in_regs(T);
+  constexpr int P = Tail ? nhwc_pixels_tail(T) : nhwc_pixels(T);
+  const int64_t C = a.s->channels, pl = a.s->pad_left;
+  const int64_t padded = a.padded;
+  const float* wp = a.wp;
+  const Mask m = a.m;
+  const Activation act = a.s->activation;
+  const float* rows[KH];
+  for (int ky = 0; ky < KH; ++ky) rows[ky] = a.rows[ky];
+  Vec w[WR ? T : 1];
+  if constexpr (WR)
+    for (int t = 0; t < T; ++t) w[t] = vload(wp + (1 + t) * padded);
+  auto weight = [&](int t) {
+    if constexpr (WR) return w[t];
+    else return vload(wp + (1 + t) * padded);
+  };
+  int64_t ox = a.ox_l;
+  for (; ox + P <= a.ox_r; ox += P) {
+    Vec acc[P];
+    const Vec bias = vload(wp);
+    for (int p = 0; p < P; ++p) acc[p] = bias;
+    const int64_t off = (ox * S - pl) * C;
+    for (int ky = 0; ky < KH; ++ky) {
+      if (!rows[ky]) continue;
+      const float* r = rows[ky] + off;
+      for (int kx = 0; kx < KW; ++kx) {
+        const Vec wt = weight(ky * KW + kx);
+        for (int p = 0; p < P; ++p) acc[p] = vfma(wt, ld<Tail>(r + (p * S + kx) * C, m), acc[p]);
+      }
+    }
+    for (int p = 0; p < P; ++p) st<Tail>(a.out + (ox + p) * C, m, activate(act, acc[p]));
+  }
+  return ox;
+}
+using NhwcTileFn = int64_t (*)(const NhwcTileArgs&);
+
+// One output pixel over all channels, any shape: the valid taps are listed once, then the
+// channels go 4 tiles at a time (4 independent FMA chains), weights read from memory.
+void nhwc_pixel(const DwConvShape& s, const float* const* base, const float* packed,
+                int64_t padded, float* out, int64_t ox) {
+  const int64_t C = s.channels, W = s.in_w;
+  const int64_t ix0 = ox * s.stride_w - s.pad_left;
+  const float* in[49];
+  const float* wt[49];
+  int nt = 0;
+  for (int ky = 0; ky < s.kernel_h; ++ky) {
+    if (!base[ky]) continue;
+    for (int kx = 0; kx < s.kernel_w; ++kx) {
+      const int64_t ix = ix0 + int64_t(kx) * s.dilation_w;
+      if (ix < 0 || ix >= W) continue;
+      in[nt] = base[ky] + ix * C;
+      wt[nt] = packed + (1 + ky * s.kernel_w + kx) * padded;
+      ++nt;
+    }
+  }
+  const Activation act = s.activation;
+  int64_t c = 0;
+  for (; c + 4 * kLanes <= C; c += 4 * kLanes) {
+    Vec a0 = vload(packed + c), a1 = vload(packed + c + kLanes);
+    Vec a2 = vload(packed + c + 2 * kLanes), a3 = vload(packed + c + 3 * kLanes);
+    for (int i = 0; i < nt; ++i) {
+      const float* x = in[i] + c;
+      const float* w = wt[i] + c;
+      a0 = vfma(vload(w), vload(x), a0);
+      a1 = vfma(vload(w + kLanes), vload(x + kLanes), a1);
+      a2 = vfma(vload(w + 2 * kLanes), vload(x + 2 * kLanes), a2);
+      a3 = vfma(vload(w + 3 * kLanes), vload(x + 3 * kLanes), a3);
+    }
+    vstore(out + c, activate(act, a0));
+    vstore(out + c + kLanes, activate(act, a1));
+    vstore(out + c + 2 * kLanes, activate(act, a2));
+    vstore(out + c + 3 * kLanes, activate(act, a3));
+  }
+  for (; c + kLanes <= C; c += kLanes) {
+    Vec acc = vload(packed + c);
+    for (int i = 0; i < nt; ++i) acc = vfma(vload(wt[i] + c), vload(in[i] + c), acc);
+    vstore(out + c, activate(act, acc));
+  }
+  if (c < C) {
+    const Mask m = lanes_mask(C - c);
+    Vec acc = vload(packed + c);
+    for (int i = 0; i < nt; ++i) acc = vfma(vload(wt[i] + c), vloadm(in[i] + c, m), acc);
+    vstorem(out + c, m, activate(act, acc));
+  }
+}
+
+// ---- NCHW
+// scr: padded plane, rows of s_w phases of `r` floats each; row y of the padded plane at
+// scr + y * s_w * r. Output vector jobs are row-major over (oy, 16-column block).
+struct NchwPlaneArgs {
+  const DwConvShape* s;
+  const float* scr;
+  int64_t r;          // floats per phase row
+  const float* taps;  // packed + padded + c: tap t at taps[t * padded]
+  int64_t padded;
+  float bias;
+  float* out;
+};
+using NchwPlaneFn = void (*)(const NchwPlaneArgs&);
+
+template <int K, int S>
+void nchw_plane_k(const NchwPlaneArgs& a) {
+  constexpr int T = K * K;
+  constexpr int U = nchw_vectors(T);
+  constexpr bool WR = nchw_weights_in_regs(T);
+  const int64_t OH = a.s->out_h, OW = a.s->out_w, R = a.r, pitch = S * R;
+  const int64_t nvec = (OW + kLanes - 1) / kLanes, jobs = OH * nvec;
+  const Mask tail = lanes_mask(OW - (nvec - 1) * kLanes);
+  const Activation act = a.s->activation;
+  Vec w[WR ? T : 1];
+  if constexpr (WR)
+    for (int t = 0; t < T; ++t) w[t] = vset1(a.taps[t * a.padded]);
+  auto weight = [&](int t) {
+    if constexpr (WR) return w[t];
+    else return vset1(a.taps[t * a.padded]);
+  };
+  const Vec bias = vset1(a.bias);
+  int64_t oy = 0, v = 0;
+  for (int64_t q = 0; q < jobs; q += U) {
+    // A last group with fewer than U jobs recomputes its first job in the spare slots.
+    const int n = int(jobs - q < U ? jobs - q : U);
+    const float* src[U];
+    float* dst[U];
+    Mask mk[U];
+    for (int u = 0; u < n; ++u) {
+      src[u] = a.scr + oy * S * pitch + v * kLanes;
+      dst[u] = a.out + oy * OW + v * kLanes;
+      mk[u] = v == nvec - 1 ? tail : full_mask();
+      if (++v == nvec) v = 0, ++oy;
+    }
+    for (int u = n; u < U; ++u) src[u] = src[0], dst[u] = nullptr, mk[u] = no_mask();
+    Vec acc[U];
+    for (int u = 0; u < U; ++u) acc[u] = bias;
+    for (int ky = 0; ky < K; ++ky)
+      for (int kx = 0; kx < K; ++kx) {
+        const Vec wt = weight(ky * K + kx);
+        const int64_t off = ky * pitch + (kx % S) * R + kx / S;
+        for (int u = 0; u < U; ++u) acc[u] = vfma(wt, vload(src[u] + off), acc[u]);
+      }
+    for (int u = 0; u < n; ++u) vstorem(dst[u], mk[u], activate(act, acc[u]));
+  }
+}
+
+void nchw_plane_generic(const NchwPlaneArgs& a) {
+  const DwConvShape& s = *a.s;
+  const int KH = s.kernel_h, KW = s.kernel_w;
+  const int64_t SH = s.stride_h, SW = s.stride_w, DH = s.dilation_h, DW = s.dilation_w;
+  const int64_t OH = s.out_h, OW = s.out_w, R = a.r, pitch = SW * R;
+  const int64_t nvec = (OW + kLanes - 1) / kLanes, jobs = OH * nvec;
+  const Mask tail = lanes_mask(OW - (nvec - 1) * kLanes);
+  const Vec bias = vset1(a.bias);
+  constexpr int U = 4;
+  int64_t oy = 0, v = 0, q = 0;
+  for (; q < jobs; q += U) {
+    const int n = int(jobs - q < U ? jobs - q : U);
+    const float* src[U];
+    float* dst[U];
+    Mask mk[U];
+    for (int u = 0; u < n; ++u) {
+      src[u] = a.scr + oy * SH * pitch + v * kLanes;
+      dst[u] = a.out + oy * OW + v * kLanes;
+      mk[u] = v == nvec - 1 ? tail : full_mask();
+      if (++v == nvec) v = 0, ++oy;
+    }
+    for (int u = n; u < U; ++u) src[u] = src[0], dst[u] = nullptr, mk[u] = no_mask();
+    Vec acc[U] = {bias, bias, bias, bias};
+    for (int ky = 0; ky < KH; ++ky)
+      for (int kx = 0; kx < KW; ++kx) {
+        const Vec wt = vset1(a.taps[(ky * KW + kx) * a.padded]);
+        const int64_t off = ky * DH * pitch + (kx * DW % SW) * R + kx * DW / SW;
+        for (int u = 0; u < U; ++u) acc[u] = vfma(wt, vload(src[u] + off), acc[u]);
+      }
+    for (int u = 0; u < n; ++u) vstorem(dst[u], mk[u], activate(s.activation, acc[u]));
+  }
+}
+
+// The padded, phase-split copy of an input plane: rows [0, hp) of s_w phases of r floats;
+// padded (y, x) holds input (y - pt, x - pl) or zero. The zeros never change between planes,
+// so the scratch is zeroed once per call and each plane only rewrites its input region.
+struct PhaseSpan {
+  int64_t j0, j1;  // dst[j] = src[j * s_w + p - pl] for j in [j0, j1)
+};
+inline PhaseSpan phase_span(const DwConvShape& s, int64_t p, int64_t r) {
+  const int64_t SW = s.stride_w, lo = s.pad_left - p, hi = s.pad_left - p + s.in_w;
+  int64_t j0 = lo <= 0 ? 0 : (lo + SW - 1) / SW;
+  int64_t j1 = hi <= 0 ? 0 : (hi + SW - 1) / SW;
+  if (j1 > r) j1 = r;
+  if (j0 > j1) j0 = j1;
+  return {j0, j1};
+}
+
+void copy_plane(const DwConvShape& s, const float* in, float* scr, int64_t hp, int64_t r) {
+  const int64_t H = s.in_h, W = s.in_w, SW = s.stride_w, pt = s.pad_top, pl = s.pad_left;
+  const int64_t y0 = pt, y1 = hp < pt + H ? hp : pt + H;
+  for (int64_t p = 0; p < SW; ++p) {
+    const PhaseSpan span = phase_span(s, p, r);
+    const int64_t n = span.j1 - span.j0, first = span.j0 * SW + p - pl;
+    if (n <= 0) continue;
+    for (int64_t y = y0; y < y1; ++y) {
+      const float* src = in + (y - pt) * W + first;  // n taps at stride SW, all inside the row
+      float* dst = scr + (y * SW + p) * r + span.j0;
+      if (SW == 1) {
+        int64_t j = 0;
+        for (; j + kLanes <= n; j += kLanes) vstore(dst + j, vload(src + j));
+        if (j < n) {
+          const Mask m = lanes_mask(n - j);
+          vstorem(dst + j, m, vloadm(src + j, m));
+        }
+      } else if (SW == 2) {
+        // kLanes outputs read src[2j .. 2j + 2 * kLanes - 2]; the row has `avail` floats from src.
+        const int64_t avail = W - first;
+        int64_t j = 0;
+        for (; j + kLanes <= n && 2 * j + 2 * kLanes <= avail; j += kLanes)
+          vstore(dst + j, deinterleave2(src + 2 * j, vload(src + 2 * j + kLanes)));
+        for (; j < n; j += kLanes) {
+          const int64_t left = avail - 2 * j;  // >= 1
+          const Vec lo = vloadm(src + 2 * j, lanes_mask(left));
+          const Vec hi = left > kLanes ? vloadm(src + 2 * j + kLanes, lanes_mask(left - kLanes))
+                                       : vzero();
+          vstorem(dst + j, lanes_mask(n - j), deinterleave2v(lo, hi));
+        }
+      } else {
+        for (int64_t j = 0; j < n; ++j) dst[j] = src[j * SW];
+      }
+    }
+  }
+}
+
+}  // namespace
 
 void dwconv_nhwc_rows(const DwConvShape& s, const float* input, const float* packed,
                       float* output, int64_t row_begin, int64_t row_end) {
-  const int64_t channels = s.channels, padded = padded_channels(s.channels);
+  const int64_t C = s.channels, padded = padded_channels(C);
+  const int64_t H = s.in_h, W = s.in_w, OH = s.out_h, OW = s.out_w;
+  const int64_t SW = s.stride_w, pl = s.pad_left;
+  // Interior columns: every tap inside the input.
+  int64_t ox_l = (pl + SW - 1) / SW;
+  if (ox_l > OW) ox_l = OW;
+  const int64_t last = W - 1 + pl - int64_t(s.kernel_w - 1) * s.dilation_w;
+  int64_t ox_r = last < 0 ? 0 : last / SW + 1;
+  if (ox_r > OW) ox_r = OW;
+  if (ox_r < ox_l) ox_r = ox_l;
+
+  NhwcTileFn full = nullptr, tail = nullptr;
+  if (s.kernel_h == s.kernel_w && s.stride_h == s.stride_w && s.dilation_h == 1 &&
+      s.dilation_w == 1) {
+    const int k = s.kernel_h, st = s.stride_h;
+    if (k == 3 && st == 1) full = nhwc_tile_k<3, 3, 1, false>, tail = nhwc_tile_k<3, 3, 1, true>;
+    if (k == 3 && st == 2) full = nhwc_tile_k<3, 3, 2, false>, tail = nhwc_tile_k<3, 3, 2, true>;
+    if (k == 5 && st == 1) full = nhwc_tile_k<5, 5, 1, false>, tail = nhwc_tile_k<5, 5, 1, true>;
+    if (k == 5 && st == 2) full = nhwc_tile_k<5, 5, 2, false>, tail = nhwc_tile_k<5, 5, 2, true>;
+  }
+
+  const float* base[8];
+  const float* rows[8];
   for (int64_t row = row_begin; row < row_end; ++row) {
-    const int64_t n = row / s.out_h, oy = row % s.out_h;
-    for (int64_t ox = 0; ox < s.out_w; ++ox) {
-      float* out = output + (row * s.out_w + ox) * channels;
-      std::copy(packed, packed + channels, out);
-      for (int ky = 0; ky < s.kernel_h; ++ky) {
-        const int64_t iy = oy * s.stride_h - s.pad_top + int64_t(ky) * s.dilation_h;
-        if (iy < 0 || iy >= s.in_h) continue;
-        for (int kx = 0; kx < s.kernel_w; ++kx) {
-          const int64_t ix = ox * s.stride_w - s.pad_left + int64_t(kx) * s.dilation_w;
-          if (ix < 0 || ix >= s.in_w) continue;
-          const float* in = input + ((n * s.in_h + iy) * s.in_w + ix) * channels;
-          const float* tap = packed + (1 + ky * s.kernel_w + kx) * padded;
-          for (int64_t c = 0; c < channels; ++c) out[c] += tap[c] * in[c];
-        }
-      }
-      for (int64_t c = 0; c < channels; ++c) out[c] = apply_activation(s.activation, out[c]);
+    const int64_t n = row / OH, oy = row % OH;
+    for (int ky = 0; ky < s.kernel_h; ++ky) {
+      const int64_t iy = oy * s.stride_h - s.pad_top + int64_t(ky) * s.dilation_h;
+      base[ky] = (iy < 0 || iy >= H) ? nullptr : input + (n * H + iy) * W * C;
     }
+    float* out_row = output + row * OW * C;
+    // Interior groups per channel tile (weights in registers), the rest pixel by pixel.
+    int64_t done = ox_l;
+    if (full) {
+      for (int64_t c0 = 0; c0 < C; c0 += kLanes) {
+        for (int ky = 0; ky < s.kernel_h; ++ky) rows[ky] = base[ky] ? base[ky] + c0 : nullptr;
+        const NhwcTileArgs args{&s, rows, packed + c0, padded, out_row + c0, ox_l, ox_r,
+                                lanes_mask(C - c0)};
+        done = C - c0 >= kLanes ? full(args) : tail(args);
+      }
+    }
+    for (int64_t ox = 0; ox < ox_l; ++ox) nhwc_pixel(s, base, packed, padded, out_row + ox * C, ox);
+    for (int64_t ox = done; ox < OW; ++ox)
+      nhwc_pixel(s, base, packed, padded, out_row + ox * C, ox);
   }
 }
 
 void dwconv_nchw_planes(const DwConvShape& s, const float* input, const float* packed,
                         float* output, int64_t plane_begin, int64_t plane_end) {
-  const int64_t padded = padded_channels(s.channels);
+  if (plane_begin >= plane_end) return;
+  const int64_t C = s.channels, padded = padded_channels(C);
+  const int64_t OW = s.out_w, OH = s.out_h;
+  const int64_t nvec = (OW + kLanes - 1) / kLanes;
+  // Phase rows cover every output vector's taps, including the lanes past out_w.
+  const int64_t r = nvec * kLanes + int64_t(s.kernel_w - 1) * s.dilation_w / s.stride_w + 1;
+  const int64_t hp = (OH - 1) * s.stride_h + int64_t(s.kernel_h - 1) * s.dilation_h + 1;
+  float* scr = thread_scratch(hp * s.stride_w * r);
+  std::memset(scr, 0, sizeof(float) * hp * s.stride_w * r);
+
+  NchwPlaneFn fn = nchw_plane_generic;
+  if (s.kernel_h == s.kernel_w && s.stride_h == s.stride_w && s.dilation_h == 1 &&
+      s.dilation_w == 1) {
+    const int k = s.kernel_h, st = s.stride_h;
+    if (k == 3 && st == 1) fn = nchw_plane_k<3, 1>;
+    if (k == 3 && st == 2) fn = nchw_plane_k<3, 2>;
+    if (k == 5 && st == 1) fn = nchw_plane_k<5, 1>;
+    if (k == 5 && st == 2) fn = nchw_plane_k<5, 2>;
+  }
+  const int64_t in_plane = s.in_h * s.in_w, out_plane = OH * OW;
   for (int64_t plane = plane_begin; plane < plane_end; ++plane) {
-    const int64_t c = plane % s.channels;
-    const float* in = input + plane * s.in_h * s.in_w;
-    float* out = output + plane * s.out_h * s.out_w;
-    for (int64_t oy = 0; oy < s.out_h; ++oy) {
-      for (int64_t ox = 0; ox < s.out_w; ++ox) {
-        float acc = packed[c];
-        for (int ky = 0; ky < s.kernel_h; ++ky) {
-          const int64_t iy = oy * s.stride_h - s.pad_top + int64_t(ky) * s.dilation_h;
-          if (iy < 0 || iy >= s.in_h) continue;
-          for (int kx = 0; kx < s.kernel_w; ++kx) {
-            const int64_t ix = ox * s.stride_w - s.pad_left + int64_t(kx) * s.dilation_w;
-            if (ix < 0 || ix >= s.in_w) continue;
-            acc += packed[(1 + ky * s.kernel_w + kx) * padded + c] * in[iy * s.in_w + ix];
-          }
-        }
-        out[oy * s.out_w + ox] = apply_activation(s.activation, acc);
-      }
-    }
+    const int64_t c = plane % C;
+    copy_plane(s, input + plane * in_plane, scr, hp, r);
+    const NchwPlaneArgs args{&s, scr, r, packed + padded + c, padded, packed[c],
+                             output + plane * out_plane};
+    fn(args);
   }
 }
 

@@ -1,11 +1,12 @@
 // AVX-512 fused depthwise conv + bias + activation.
 //
 // NHWC (channels-last): vector over 16 channels (masked tail for C % 16). Per output row and
-// channel tile the kh*kw weight vectors stay in registers; output pixels are split into a left
-// edge, an interior computed P pixels at a time without any bounds checks, and a right edge.
-// Rows outside the input are skipped per output row (no per-channel branches). 3x3 and 5x5 with
-// stride 1/2 and dilation 1 are compile-time specialisations; any other shape takes a general
-// path with run-time loops.
+// channel tile the kh*kw weight vectors stay in registers and the interior pixels (every tap
+// inside the input) are computed P at a time without any bounds checks (3x3 and 5x5, stride
+// 1/2, dilation 1: compile-time specialisations). Edge pixels, leftover interior pixels and
+// every other shape go pixel by pixel: the valid taps are listed once per pixel and the
+// channels run 4 tiles at a time. Rows outside the input are skipped per output row; there
+// are no per-channel branches.
 //
 // NCHW: per plane the input is copied into a zero-padded scratch; for stride s each padded row
 // is split into s phases (padded col x -> phase x % s, index x / s), so the taps of 16
@@ -42,6 +43,7 @@ inline Mask lanes_mask(int64_t n) {  // first min(n, 16) lanes
   return n >= kLanes ? Mask(0xFFFF) : Mask((1u << n) - 1u);
 }
 inline Mask full_mask() { return Mask(0xFFFF); }
+inline Mask no_mask() { return Mask(0); }
 inline Vec vload(const float* p) { return _mm512_loadu_ps(p); }
 inline Vec vloadm(const float* p, Mask m) { return _mm512_maskz_loadu_ps(m, p); }
 inline void vstore(float* p, Vec v) { _mm512_storeu_ps(p, v); }
@@ -245,7 +247,7 @@ void nchw_plane_k(const NchwPlaneArgs& a) {
       mk[u] = v == nvec - 1 ? tail : full_mask();
       if (++v == nvec) v = 0, ++oy;
     }
-    for (int u = n; u < U; ++u) src[u] = src[0], dst[u] = nullptr, mk[u] = 0;
+    for (int u = n; u < U; ++u) src[u] = src[0], dst[u] = nullptr, mk[u] = no_mask();
     Vec acc[U];
     for (int u = 0; u < U; ++u) acc[u] = bias;
     for (int ky = 0; ky < K; ++ky)
@@ -279,7 +281,7 @@ void nchw_plane_generic(const NchwPlaneArgs& a) {
       mk[u] = v == nvec - 1 ? tail : full_mask();
       if (++v == nvec) v = 0, ++oy;
     }
-    for (int u = n; u < U; ++u) src[u] = src[0], dst[u] = nullptr, mk[u] = 0;
+    for (int u = n; u < U; ++u) src[u] = src[0], dst[u] = nullptr, mk[u] = no_mask();
     Vec acc[U] = {bias, bias, bias, bias};
     for (int ky = 0; ky < KH; ++ky)
       for (int kx = 0; kx < KW; ++kx) {
@@ -324,7 +326,7 @@ void copy_plane(const DwConvShape& s, const float* in, float* scr, int64_t hp, i
           vstorem(dst + j, m, vloadm(src + j, m));
         }
       } else if (SW == 2) {
-        // 16 outputs read src[2j .. 2j + 30]; the row holds 2n - 1 floats from src.
+        // kLanes outputs read src[2j .. 2j + 2 * kLanes - 2]; the row has `avail` floats from src.
         const int64_t avail = W - first;
         int64_t j = 0;
         for (; j + kLanes <= n && 2 * j + 2 * kLanes <= avail; j += kLanes)
