@@ -336,6 +336,9 @@ def test_interleaved_round_robin_excludes_warmup():
     for k in range(7):  # every round calls each callable exactly once
         assert sorted(calls[3 * k:3 * k + 3]) == ["a", "b", "c"]
     assert {n: s.n for n, s in stats.items()} == {"a": 5, "b": 5, "c": 5}
+    import gc
+
+    assert gc.isenabled()  # switched off only during the timed rounds
     with pytest.raises(ValueError):
         interleaved(fns, runs=3, seconds=1.0)
 

@@ -7,6 +7,7 @@ Summaries are medians and percentiles, never means alone.
 """
 from __future__ import annotations
 
+import gc
 import math
 import random
 import time
@@ -104,7 +105,8 @@ def interleaved(
     ``warmup`` rounds come first and are discarded (the first call of each is also where lazy
     initialisation happens). With ``min_sample_seconds`` > 0, very short callables are called
     ``number`` times per sample (calibrated after warm-up) so that timer overhead stays negligible.
-    ``progress(fraction, message)`` is called after every round.
+    ``progress(fraction, message)`` is called after every round. The garbage collector is off
+    during the timed rounds (as in ``timeit``).
     """
     if runs is not None and seconds is not None:
         raise ValueError("runs/seconds: give one of them, not both")
@@ -128,6 +130,18 @@ def interleaved(
             progress(0.0, f"warm-up {i + 1}/{warmup}")
     numbers = {name: calibrate_number(fns[name], min_sample_seconds) for name in names}
     samples: Dict[str, List[float]] = {name: [] for name in names}
+    gc_was_enabled = gc.isenabled()
+    gc.collect()
+    gc.disable()  # as timeit does: no collector pauses inside samples
+    try:
+        _rounds(fns, names, order, numbers, samples, rng, runs, seconds, min_runs, max_runs, shuffle, progress)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    return {name: summarize(samples[name], numbers[name]) for name in names}
+
+
+def _rounds(fns, names, order, numbers, samples, rng, runs, seconds, min_runs, max_runs, shuffle, progress):
     clock = time.perf_counter
     start = clock()
     done = 0
@@ -156,4 +170,3 @@ def interleaved(
             else:
                 frac = min(1.0, (clock() - start) / seconds)
             progress(frac, f"round {done}" + (f"/{runs}" if runs is not None else ""))
-    return {name: summarize(samples[name], numbers[name]) for name in names}
