@@ -152,6 +152,7 @@ if want torch; then
   for cpu in "${cpus[@]}"; do
     say "torch ops vs mnv3ext.reference under qemu, QEMU_CPU=$cpu"
     (cd "$run_dir" && QEMU_CPU=$cpu PYTHONPATH="$site:$torch_site" MNV3EXT_EXPECT_ISAS=scalar,neon \
+       MNV3EXT_TEST_ISAS=neon \
        py_arm -m pytest -q -p no:cacheprovider --noconftest --rootdir="$repo" -c /dev/null \
        "$repo/tests/test_arm_torch_smoke.py") ||
       die "torch-level tests failed on emulated $cpu"
