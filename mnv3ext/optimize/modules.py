@@ -37,12 +37,13 @@ def _activate(x: torch.Tensor, activation: str) -> torch.Tensor:
 class PointwiseConv2d(nn.Module):
     """1x1 conv (stride 1, no padding, groups 1) + bias + activation, for inference.
 
-    ``forward`` calls ``F.conv2d`` on the activations in whatever memory format they arrive
-    (channels_last models keep NHWC end to end, where oneDNN's 1x1 path avoids reorders) and
-    applies the activation in place on the fresh output. Measured alternatives (F.linear on
-    NHWC-flattened activations, oneDNN-prepacked ``mkldnn._convolution_pointwise`` with fused
-    post-ops, ``torch.backends.mkldnn`` off) were not faster on the development CPU; see the
-    README.
+    On channels_last activations ``forward`` runs one ``F.linear`` GEMM on the NHWC view
+    (no copies; output NHWC); on NCHW activations ``F.conv2d``. The activation is applied in
+    place on the fresh output. At 1 thread and small batches PyTorch sends 1x1 convs to its
+    GEMM-based slow path, which for channels_last input copies to NCHW and back around the
+    GEMM; the alternatives measured (oneDNN-prepacked ``mkldnn._convolution_pointwise``,
+    MKL-packed ``mkl._mkl_linear``, ``mkldnn._linear_pointwise``) were not consistently
+    faster than the plain GEMM per layer on the development CPU (README).
     """
 
     def __init__(self, weight: torch.Tensor, bias: Optional[torch.Tensor], activation: str = "none"):
@@ -61,7 +62,15 @@ class PointwiseConv2d(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.training:
             raise RuntimeError("PointwiseConv2d is inference-only: call model.eval() first")
-        return _activate(F.conv2d(x, self.weight, self.bias), self.activation)
+        if x.dim() == 4 and x.shape[1] > 1 and x.is_contiguous(memory_format=torch.channels_last):
+            # NHWC: one GEMM (N*H*W, C_in) x (C_in, C_out) on a view, output already NHWC.
+            # F.conv2d would copy to NCHW and back around its GEMM at these sizes.
+            n, c, h, w = x.shape
+            y = F.linear(x.permute(0, 2, 3, 1).reshape(n * h * w, c), self.weight.flatten(1), self.bias)
+            y = y.view(n, h, w, -1).permute(0, 3, 1, 2)
+        else:
+            y = F.conv2d(x, self.weight, self.bias)
+        return _activate(y, self.activation)
 
     def extra_repr(self) -> str:
         return f"{self.weight.shape[1]}, {self.weight.shape[0]}, activation={self.activation}"
