@@ -10,7 +10,7 @@
 // ones and drops those sums, which keeps the inner loop free of branches.
 //
 // Pixel sums (channels-last) accumulate each channel over the pixels in order, as the
-// scalar reference does, with up to 32 channels in flight for instruction-level parallelism.
+// scalar reference does, with up to 64 channels in flight for instruction-level parallelism.
 #include <immintrin.h>
 
 #include "kernels.h"
@@ -81,6 +81,45 @@ inline void store_first(float* out, int64_t count, __m256 v) {
     _mm256_maskstore_ps(out, tail_mask(count), v);
 }
 
+// sums[c] = sum over pixels (in order) of in[p * stride + c], c < left <= 8 * NV.
+// Full vectors use plain loads; only the last one may be partial.
+template <int NV>
+inline void pixel_sum_chunk(const float* in, int64_t pixels, int64_t stride, int64_t left,
+                            float* sums) {
+  const __m256i m = tail_mask(left - (NV - 1) * kLanes);
+  __m256 acc[NV];
+  for (int v = 0; v < NV; ++v) acc[v] = _mm256_setzero_ps();
+  for (int64_t p = 0; p < pixels; ++p, in += stride) {
+    for (int v = 0; v < NV - 1; ++v)
+      acc[v] = _mm256_add_ps(acc[v], _mm256_loadu_ps(in + v * kLanes));
+    acc[NV - 1] = _mm256_add_ps(acc[NV - 1], _mm256_maskload_ps(in + (NV - 1) * kLanes, m));
+  }
+  for (int v = 0; v < NV - 1; ++v) _mm256_storeu_ps(sums + v * kLanes, acc[v]);
+  _mm256_maskstore_ps(sums + (NV - 1) * kLanes, m, acc[NV - 1]);
+}
+
+// scale_pixels for channels <= 8 * NV, the gate held in registers.
+template <int NV>
+inline void scale_pixels_small(const float* input, const float* gate, float* output,
+                               int64_t pixels, int64_t channels) {
+  const __m256i m = tail_mask(channels - (NV - 1) * kLanes);
+  const bool last_full = channels == NV * kLanes;
+  __m256 g[NV];
+  for (int v = 0; v < NV - 1; ++v) g[v] = _mm256_loadu_ps(gate + v * kLanes);
+  g[NV - 1] = _mm256_maskload_ps(gate + (NV - 1) * kLanes, m);
+  for (int64_t p = 0; p < pixels; ++p) {
+    const float* in = input + p * channels;
+    float* out = output + p * channels;
+    for (int v = 0; v < NV - 1; ++v)
+      _mm256_storeu_ps(out + v * kLanes, _mm256_mul_ps(_mm256_loadu_ps(in + v * kLanes), g[v]));
+    const __m256 last = _mm256_mul_ps(_mm256_maskload_ps(in + (NV - 1) * kLanes, m), g[NV - 1]);
+    if (last_full)  // vmaskmovps stores are slow: use them only for a real tail
+      _mm256_storeu_ps(out + (NV - 1) * kLanes, last);
+    else
+      _mm256_maskstore_ps(out + (NV - 1) * kLanes, m, last);
+  }
+}
+
 }  // namespace
 
 void plane_sum(const float* input, int64_t planes, int64_t hw, float* sums) {
@@ -94,37 +133,18 @@ void plane_sum(const float* input, int64_t planes, int64_t hw, float* sums) {
 
 void pixel_sum(const float* input, int64_t pixels, int64_t stride, int64_t count, float* sums) {
   int64_t c = 0;
-  for (; c + 4 * kLanes <= count; c += 4 * kLanes) {
-    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-    const float* in = input + c;
-    for (int64_t p = 0; p < pixels; ++p, in += stride) {
-      a0 = _mm256_add_ps(a0, _mm256_loadu_ps(in));
-      a1 = _mm256_add_ps(a1, _mm256_loadu_ps(in + 8));
-      a2 = _mm256_add_ps(a2, _mm256_loadu_ps(in + 16));
-      a3 = _mm256_add_ps(a3, _mm256_loadu_ps(in + 24));
-    }
-    _mm256_storeu_ps(sums + c, a0);
-    _mm256_storeu_ps(sums + c + 8, a1);
-    _mm256_storeu_ps(sums + c + 16, a2);
-    _mm256_storeu_ps(sums + c + 24, a3);
-  }
-  if (c < count) {
-    // Up to 4 vectors, the last one partial; vectors past the end get an empty mask.
-    const int64_t left = count - c;
-    const __m256i m0 = tail_mask(left), m1 = tail_mask(left - 8);
-    const __m256i m2 = tail_mask(left - 16), m3 = tail_mask(left - 24);
-    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-    const float* in = input + c;
-    for (int64_t p = 0; p < pixels; ++p, in += stride) {
-      a0 = _mm256_add_ps(a0, _mm256_maskload_ps(in, m0));
-      a1 = _mm256_add_ps(a1, _mm256_maskload_ps(in + 8, m1));
-      a2 = _mm256_add_ps(a2, _mm256_maskload_ps(in + 16, m2));
-      a3 = _mm256_add_ps(a3, _mm256_maskload_ps(in + 24, m3));
-    }
-    _mm256_maskstore_ps(sums + c, m0, a0);
-    _mm256_maskstore_ps(sums + c + 8, m1, a1);
-    _mm256_maskstore_ps(sums + c + 16, m2, a2);
-    _mm256_maskstore_ps(sums + c + 24, m3, a3);
+  for (; count - c >= 8 * kLanes; c += 8 * kLanes)
+    pixel_sum_chunk<8>(input + c, pixels, stride, 8 * kLanes, sums + c);
+  switch ((count - c + kLanes - 1) / kLanes) {
+    case 1: pixel_sum_chunk<1>(input + c, pixels, stride, count - c, sums + c); break;
+    case 2: pixel_sum_chunk<2>(input + c, pixels, stride, count - c, sums + c); break;
+    case 3: pixel_sum_chunk<3>(input + c, pixels, stride, count - c, sums + c); break;
+    case 4: pixel_sum_chunk<4>(input + c, pixels, stride, count - c, sums + c); break;
+    case 5: pixel_sum_chunk<5>(input + c, pixels, stride, count - c, sums + c); break;
+    case 6: pixel_sum_chunk<6>(input + c, pixels, stride, count - c, sums + c); break;
+    case 7: pixel_sum_chunk<7>(input + c, pixels, stride, count - c, sums + c); break;
+    case 8: pixel_sum_chunk<8>(input + c, pixels, stride, count - c, sums + c); break;
+    default: break;
   }
 }
 
@@ -167,24 +187,16 @@ void scale_pixels(const float* input, const float* gate, float* output, int64_t 
                   int64_t channels) {
   const int64_t full = channels & ~int64_t(kLanes - 1);
   const __m256i m = tail_mask(channels - full);
-  if (channels <= 4 * kLanes) {
-    // Few channels: keep the whole gate in registers.
-    const __m256i m0 = tail_mask(channels), m1 = tail_mask(channels - 8);
-    const __m256i m2 = tail_mask(channels - 16), m3 = tail_mask(channels - 24);
-    const __m256 g0 = _mm256_maskload_ps(gate, m0), g1 = _mm256_maskload_ps(gate + 8, m1);
-    const __m256 g2 = _mm256_maskload_ps(gate + 16, m2), g3 = _mm256_maskload_ps(gate + 24, m3);
-    for (int64_t p = 0; p < pixels; ++p) {
-      const float* in = input + p * channels;
-      float* out = output + p * channels;
-      _mm256_maskstore_ps(out, m0, _mm256_mul_ps(_mm256_maskload_ps(in, m0), g0));
-      if (channels > 8)
-        _mm256_maskstore_ps(out + 8, m1, _mm256_mul_ps(_mm256_maskload_ps(in + 8, m1), g1));
-      if (channels > 16)
-        _mm256_maskstore_ps(out + 16, m2, _mm256_mul_ps(_mm256_maskload_ps(in + 16, m2), g2));
-      if (channels > 24)
-        _mm256_maskstore_ps(out + 24, m3, _mm256_mul_ps(_mm256_maskload_ps(in + 24, m3), g3));
-    }
-    return;
+  switch ((channels + kLanes - 1) / kLanes) {  // up to 8 vectors: the gate stays in registers
+    case 1: return scale_pixels_small<1>(input, gate, output, pixels, channels);
+    case 2: return scale_pixels_small<2>(input, gate, output, pixels, channels);
+    case 3: return scale_pixels_small<3>(input, gate, output, pixels, channels);
+    case 4: return scale_pixels_small<4>(input, gate, output, pixels, channels);
+    case 5: return scale_pixels_small<5>(input, gate, output, pixels, channels);
+    case 6: return scale_pixels_small<6>(input, gate, output, pixels, channels);
+    case 7: return scale_pixels_small<7>(input, gate, output, pixels, channels);
+    case 8: return scale_pixels_small<8>(input, gate, output, pixels, channels);
+    default: break;
   }
   for (int64_t p = 0; p < pixels; ++p) {
     const float* in = input + p * channels;

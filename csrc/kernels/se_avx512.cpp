@@ -10,7 +10,7 @@
 // the inner loop free of branches.
 //
 // Pixel sums (channels-last) accumulate each channel over the pixels in order, as the
-// scalar reference does, with up to 64 channels in flight for instruction-level parallelism.
+// scalar reference does, with up to 128 channels in flight for instruction-level parallelism.
 #include <immintrin.h>
 
 // GCC 12's AVX-512 headers seed unused operands with `__m512 __Y = __Y;`, which
@@ -99,6 +99,42 @@ inline __m512 group_sums(const float* const rows[16], const float* x, int64_t le
   return reduce16(acc);
 }
 
+// Vector v of a run of `left` floats: lanes [16v, min(left, 16v + 16)).
+inline __mmask16 vector_mask(int64_t left, int v) {
+  const int64_t n = left - int64_t(v) * kLanes;
+  return tail_mask(n < 0 ? 0 : (n > kLanes ? kLanes : n));
+}
+
+// sums[c] = sum over pixels (in order) of in[p * stride + c], c < left <= 16 * NV.
+template <int NV>
+inline void pixel_sum_chunk(const float* in, int64_t pixels, int64_t stride, int64_t left,
+                            float* sums) {
+  __mmask16 m[NV];
+  __m512 acc[NV];
+  for (int v = 0; v < NV; ++v) m[v] = vector_mask(left, v), acc[v] = _mm512_setzero_ps();
+  for (int64_t p = 0; p < pixels; ++p, in += stride)
+    for (int v = 0; v < NV; ++v)
+      acc[v] = _mm512_add_ps(acc[v], _mm512_maskz_loadu_ps(m[v], in + v * kLanes));
+  for (int v = 0; v < NV; ++v) _mm512_mask_storeu_ps(sums + v * kLanes, m[v], acc[v]);
+}
+
+// scale_pixels for channels <= 16 * NV, the gate held in registers.
+template <int NV>
+inline void scale_pixels_small(const float* input, const float* gate, float* output,
+                               int64_t pixels, int64_t channels) {
+  __mmask16 m[NV];
+  __m512 g[NV];
+  for (int v = 0; v < NV; ++v)
+    m[v] = vector_mask(channels, v), g[v] = _mm512_maskz_loadu_ps(m[v], gate + v * kLanes);
+  for (int64_t p = 0; p < pixels; ++p) {
+    const float* in = input + p * channels;
+    float* out = output + p * channels;
+    for (int v = 0; v < NV; ++v)
+      _mm512_mask_storeu_ps(out + v * kLanes, m[v],
+                            _mm512_mul_ps(_mm512_maskz_loadu_ps(m[v], in + v * kLanes), g[v]));
+  }
+}
+
 }  // namespace
 
 void plane_sum(const float* input, int64_t planes, int64_t hw, float* sums) {
@@ -113,39 +149,18 @@ void plane_sum(const float* input, int64_t planes, int64_t hw, float* sums) {
 
 void pixel_sum(const float* input, int64_t pixels, int64_t stride, int64_t count, float* sums) {
   int64_t c = 0;
-  for (; c + 4 * kLanes <= count; c += 4 * kLanes) {
-    __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-    const float* in = input + c;
-    for (int64_t p = 0; p < pixels; ++p, in += stride) {
-      a0 = _mm512_add_ps(a0, _mm512_loadu_ps(in));
-      a1 = _mm512_add_ps(a1, _mm512_loadu_ps(in + 16));
-      a2 = _mm512_add_ps(a2, _mm512_loadu_ps(in + 32));
-      a3 = _mm512_add_ps(a3, _mm512_loadu_ps(in + 48));
-    }
-    _mm512_storeu_ps(sums + c, a0);
-    _mm512_storeu_ps(sums + c + 16, a1);
-    _mm512_storeu_ps(sums + c + 32, a2);
-    _mm512_storeu_ps(sums + c + 48, a3);
-  }
-  if (c < count) {
-    // Up to 4 vectors, the last one masked; vectors past the end get an all-zero mask.
-    const int64_t left = count - c;
-    const __mmask16 m0 = tail_mask(left < 16 ? left : 16);
-    const __mmask16 m1 = tail_mask(left < 16 ? 0 : (left - 16 < 16 ? left - 16 : 16));
-    const __mmask16 m2 = tail_mask(left < 32 ? 0 : (left - 32 < 16 ? left - 32 : 16));
-    const __mmask16 m3 = tail_mask(left < 48 ? 0 : left - 48);
-    __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-    const float* in = input + c;
-    for (int64_t p = 0; p < pixels; ++p, in += stride) {
-      a0 = _mm512_add_ps(a0, _mm512_maskz_loadu_ps(m0, in));
-      a1 = _mm512_add_ps(a1, _mm512_maskz_loadu_ps(m1, in + 16));
-      a2 = _mm512_add_ps(a2, _mm512_maskz_loadu_ps(m2, in + 32));
-      a3 = _mm512_add_ps(a3, _mm512_maskz_loadu_ps(m3, in + 48));
-    }
-    _mm512_mask_storeu_ps(sums + c, m0, a0);
-    _mm512_mask_storeu_ps(sums + c + 16, m1, a1);
-    _mm512_mask_storeu_ps(sums + c + 32, m2, a2);
-    _mm512_mask_storeu_ps(sums + c + 48, m3, a3);
+  for (; count - c >= 8 * kLanes; c += 8 * kLanes)
+    pixel_sum_chunk<8>(input + c, pixels, stride, 8 * kLanes, sums + c);
+  switch ((count - c + kLanes - 1) / kLanes) {
+    case 1: pixel_sum_chunk<1>(input + c, pixels, stride, count - c, sums + c); break;
+    case 2: pixel_sum_chunk<2>(input + c, pixels, stride, count - c, sums + c); break;
+    case 3: pixel_sum_chunk<3>(input + c, pixels, stride, count - c, sums + c); break;
+    case 4: pixel_sum_chunk<4>(input + c, pixels, stride, count - c, sums + c); break;
+    case 5: pixel_sum_chunk<5>(input + c, pixels, stride, count - c, sums + c); break;
+    case 6: pixel_sum_chunk<6>(input + c, pixels, stride, count - c, sums + c); break;
+    case 7: pixel_sum_chunk<7>(input + c, pixels, stride, count - c, sums + c); break;
+    case 8: pixel_sum_chunk<8>(input + c, pixels, stride, count - c, sums + c); break;
+    default: break;
   }
 }
 
@@ -188,23 +203,16 @@ void scale_pixels(const float* input, const float* gate, float* output, int64_t 
                   int64_t channels) {
   const int64_t full = channels & ~int64_t(kLanes - 1);
   const __mmask16 m = tail_mask(channels - full);
-  if (channels <= 4 * kLanes) {
-    // Few channels: keep the whole gate in registers.
-    const __mmask16 m0 = tail_mask(channels < 16 ? channels : 16);
-    const __mmask16 m1 = tail_mask(channels < 16 ? 0 : (channels - 16 < 16 ? channels - 16 : 16));
-    const __mmask16 m2 = tail_mask(channels < 32 ? 0 : (channels - 32 < 16 ? channels - 32 : 16));
-    const __mmask16 m3 = tail_mask(channels < 48 ? 0 : channels - 48);
-    const __m512 g0 = _mm512_maskz_loadu_ps(m0, gate), g1 = _mm512_maskz_loadu_ps(m1, gate + 16);
-    const __m512 g2 = _mm512_maskz_loadu_ps(m2, gate + 32), g3 = _mm512_maskz_loadu_ps(m3, gate + 48);
-    for (int64_t p = 0; p < pixels; ++p) {
-      const float* in = input + p * channels;
-      float* out = output + p * channels;
-      _mm512_mask_storeu_ps(out, m0, _mm512_mul_ps(_mm512_maskz_loadu_ps(m0, in), g0));
-      if (m1) _mm512_mask_storeu_ps(out + 16, m1, _mm512_mul_ps(_mm512_maskz_loadu_ps(m1, in + 16), g1));
-      if (m2) _mm512_mask_storeu_ps(out + 32, m2, _mm512_mul_ps(_mm512_maskz_loadu_ps(m2, in + 32), g2));
-      if (m3) _mm512_mask_storeu_ps(out + 48, m3, _mm512_mul_ps(_mm512_maskz_loadu_ps(m3, in + 48), g3));
-    }
-    return;
+  switch ((channels + kLanes - 1) / kLanes) {  // up to 8 vectors: the gate stays in registers
+    case 1: return scale_pixels_small<1>(input, gate, output, pixels, channels);
+    case 2: return scale_pixels_small<2>(input, gate, output, pixels, channels);
+    case 3: return scale_pixels_small<3>(input, gate, output, pixels, channels);
+    case 4: return scale_pixels_small<4>(input, gate, output, pixels, channels);
+    case 5: return scale_pixels_small<5>(input, gate, output, pixels, channels);
+    case 6: return scale_pixels_small<6>(input, gate, output, pixels, channels);
+    case 7: return scale_pixels_small<7>(input, gate, output, pixels, channels);
+    case 8: return scale_pixels_small<8>(input, gate, output, pixels, channels);
+    default: break;
   }
   for (int64_t p = 0; p < pixels; ++p) {
     const float* in = input + p * channels;
