@@ -49,6 +49,10 @@ def format_results(doc: Dict[str, Any]) -> str:
         )
     if len(lines) == 2:
         lines = ["(no backend ran)"]
+    else:
+        lines += ["", "vs eager = eager median / this median; errors against the eager output on the same input; "
+                      "setup s = optimize / ONNX export + session / torch.compile incl. its first call "
+                      "(not in the latencies)."]
     return "\n".join(lines + ([""] + others if others else []))
 
 
