@@ -345,6 +345,132 @@ void copy_plane(const DwConvShape& s, const float* in, float* scr, int64_t hp, i
   }
 }
 
+// ---- NCHW, small planes: kLanes planes at once, channel-interleaved.
+// Narrow outputs waste most lanes of a row vector, so kLanes consecutive planes are copied
+// into one zero-padded (hp, wp, kLanes) scratch, computed like NHWC (vector over planes, taps in
+// registers, no bounds checks) and written back plane by plane. The arithmetic per output is
+// the planar path's: bias, then every tap in (ky, kx) order including the padded zeros.
+struct IlArgs {
+  const DwConvShape* s;
+  const float* scr;  // (hp, wp, kLanes)
+  int64_t wp;
+  const float* wts;  // (1 + kh*kw) vectors: bias, taps
+  float* obuf;       // (out_h * out_w, kLanes)
+};
+using IlFn = void (*)(const IlArgs&);
+
+template <int K, int S>
+void il_compute_k(const IlArgs& a) {
+  constexpr int T = K * K;
+  constexpr bool WR = nhwc_weights_in_regs(T);
+  constexpr int P = nhwc_pixels(T);
+  const int64_t OW = a.s->out_w, total = a.s->out_h * OW, wp = a.wp;
+  const Activation act = a.s->activation;
+  Vec w[WR ? T : 1];
+  if constexpr (WR)
+    for (int t = 0; t < T; ++t) w[t] = vload(a.wts + (1 + t) * kLanes);
+  auto weight = [&](int t) {
+    if constexpr (WR) return w[t];
+    else return vload(a.wts + (1 + t) * kLanes);
+  };
+  const Vec bias = vload(a.wts);
+  for (int64_t i = 0; i < total; i += P) {
+    // A last group with fewer than P pixels repeats the last pixel (same value stored twice).
+    const float* src[P];
+    for (int p = 0; p < P; ++p) {
+      const int64_t j = i + p < total ? i + p : total - 1, oy = j / OW, ox = j % OW;
+      src[p] = a.scr + (oy * S * wp + ox * S) * kLanes;
+    }
+    Vec acc[P];
+    for (int p = 0; p < P; ++p) acc[p] = bias;
+    for (int ky = 0; ky < K; ++ky)
+      for (int kx = 0; kx < K; ++kx) {
+        const Vec wt = weight(ky * K + kx);
+        const int64_t off = (ky * wp + kx) * kLanes;
+        for (int p = 0; p < P; ++p) acc[p] = vfma(wt, vload(src[p] + off), acc[p]);
+      }
+    for (int p = 0; p < P; ++p) {
+      const int64_t j = i + p < total ? i + p : total - 1;
+      vstore(a.obuf + j * kLanes, activate(act, acc[p]));
+    }
+  }
+}
+
+void il_compute_generic(const IlArgs& a) {
+  const DwConvShape& s = *a.s;
+  const int KH = s.kernel_h, KW = s.kernel_w;
+  const int64_t OW = s.out_w, total = s.out_h * OW, wp = a.wp;
+  const int64_t SH = s.stride_h, SW = s.stride_w, DH = s.dilation_h, DW = s.dilation_w;
+  constexpr int P = 4;
+  const Vec bias = vload(a.wts);
+  for (int64_t i = 0; i < total; i += P) {
+    const float* src[P];
+    for (int p = 0; p < P; ++p) {
+      const int64_t j = i + p < total ? i + p : total - 1, oy = j / OW, ox = j % OW;
+      src[p] = a.scr + (oy * SH * wp + ox * SW) * kLanes;
+    }
+    Vec acc[P] = {bias, bias, bias, bias};
+    for (int ky = 0; ky < KH; ++ky)
+      for (int kx = 0; kx < KW; ++kx) {
+        const Vec wt = vload(a.wts + (1 + ky * KW + kx) * kLanes);
+        const int64_t off = (ky * DH * wp + kx * DW) * kLanes;
+        for (int p = 0; p < P; ++p) acc[p] = vfma(wt, vload(src[p] + off), acc[p]);
+      }
+    for (int p = 0; p < P; ++p) {
+      const int64_t j = i + p < total ? i + p : total - 1;
+      vstore(a.obuf + j * kLanes, activate(s.activation, acc[p]));
+    }
+  }
+}
+
+void nchw_interleaved(const DwConvShape& s, const float* input, const float* packed,
+                      float* output, int64_t plane_begin, int64_t plane_end) {
+  const int64_t C = s.channels, padded = padded_channels(C);
+  const int64_t H = s.in_h, W = s.in_w, OH = s.out_h, OW = s.out_w, T = int64_t(s.kernel_h) * s.kernel_w;
+  const int64_t hp = (OH - 1) * s.stride_h + int64_t(s.kernel_h - 1) * s.dilation_h + 1;
+  const int64_t wp = (OW - 1) * s.stride_w + int64_t(s.kernel_w - 1) * s.dilation_w + 1;
+  const int64_t in_floats = hp * wp * kLanes, out_floats = OH * OW * kLanes;
+  float* scr = thread_scratch(in_floats + out_floats + (1 + T) * kLanes);
+  float* obuf = scr + in_floats;
+  float* wts = obuf + out_floats;
+  std::memset(scr, 0, sizeof(float) * in_floats);
+  std::memset(wts, 0, sizeof(float) * (1 + T) * kLanes);
+
+  IlFn fn = il_compute_generic;
+  if (s.kernel_h == s.kernel_w && s.stride_h == s.stride_w && s.dilation_h == 1 &&
+      s.dilation_w == 1) {
+    const int k = s.kernel_h, st = s.stride_h;
+    if (k == 3 && st == 1) fn = il_compute_k<3, 1>;
+    if (k == 3 && st == 2) fn = il_compute_k<3, 2>;
+    if (k == 5 && st == 1) fn = il_compute_k<5, 1>;
+    if (k == 5 && st == 2) fn = il_compute_k<5, 2>;
+  }
+  // Input rows/cols of the padded plane that the outputs read.
+  const int64_t y0 = s.pad_top, y1 = hp < s.pad_top + H ? hp : s.pad_top + H;
+  const int64_t x0 = s.pad_left, x1 = wp < s.pad_left + W ? wp : s.pad_left + W;
+  const int64_t in_plane = H * W, out_plane = OH * OW;
+  for (int64_t g = plane_begin; g < plane_end; g += kLanes) {
+    const int64_t nl = plane_end - g < kLanes ? plane_end - g : kLanes;
+    for (int64_t l = 0; l < nl; ++l) {
+      const int64_t c = (g + l) % C;
+      wts[l] = packed[c];
+      for (int64_t t = 0; t < T; ++t) wts[(1 + t) * kLanes + l] = packed[(1 + t) * padded + c];
+      const float* in = input + (g + l) * in_plane;
+      for (int64_t y = y0; y < y1; ++y) {
+        const float* src = in + (y - s.pad_top) * W - s.pad_left;
+        float* dst = scr + y * wp * kLanes + l;
+        for (int64_t x = x0; x < x1; ++x) dst[x * kLanes] = src[x];
+      }
+    }
+    const IlArgs args{&s, scr, wp, wts, obuf};
+    fn(args);
+    for (int64_t l = 0; l < nl; ++l) {
+      float* out = output + (g + l) * out_plane;
+      for (int64_t j = 0; j < out_plane; ++j) out[j] = obuf[j * kLanes + l];
+    }
+  }
+}
+
 }  // namespace
 
 void dwconv_nhwc_rows(const DwConvShape& s, const float* input, const float* packed,
@@ -401,6 +527,12 @@ void dwconv_nchw_planes(const DwConvShape& s, const float* input, const float* p
   const int64_t C = s.channels, padded = padded_channels(C);
   const int64_t OW = s.out_w, OH = s.out_h;
   const int64_t nvec = (OW + kLanes - 1) / kLanes;
+  // Narrow planes (more than a quarter of each row vector unused) go kLanes planes at a time.
+  // Decided by the shape alone, so every thread split takes the same path.
+  if (4 * (nvec * kLanes - OW) > nvec * kLanes) {
+    nchw_interleaved(s, input, packed, output, plane_begin, plane_end);
+    return;
+  }
   // Phase rows cover every output vector's taps, including the lanes past out_w.
   const int64_t r = nvec * kLanes + int64_t(s.kernel_w - 1) * s.dilation_w / s.stride_w + 1;
   const int64_t hp = (OH - 1) * s.stride_h + int64_t(s.kernel_h - 1) * s.dilation_h + 1;
