@@ -54,7 +54,7 @@ class BatchNormAct2d(nn.BatchNorm2d):
 
     def forward(self, x):
         x = F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
-                         self.training, 0.1, self.eps)
+                         self.training, self.momentum, self.eps)
         x = self.drop(x)
         return self.act(x)
 
@@ -338,8 +338,49 @@ class UntraceableRoot(nn.Module):
         return self.c(self.b(self.a(x)))
 
 
+@torch.no_grad()
+def sensitive_classifier_(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Re-draw every Linear as N(0, 1/fan_in) with zero bias, in place.
+
+    The models' own init (N(0, 0.01) weights) plus random biases gives logits dominated by the
+    bias, so an error anywhere in the network would barely show in the output; with this the
+    logits depend on the features at full strength."""
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, nn.Linear):
+            m.weight.copy_(torch.randn(m.weight.shape, generator=g) / math.sqrt(m.in_features))
+            if m.bias is not None:
+                m.bias.zero_()
+    return model
+
+
+@torch.no_grad()
+def calibrate_batchnorm_(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Set every BatchNorm's running statistics to those of one random batch, in place.
+
+    With purely random statistics the activations of a deep random network collapse within a
+    few blocks, and the output stops depending on the input (or on any early layer) -- which
+    would make "optimized output == original output" a vacuous test. Statistics measured on
+    data keep every layer's signal alive; BN weight/bias stay random (randomize_batchnorm_)
+    and the folded scales and shifts are far from identity."""
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [m.momentum for m in bns]
+    for m in bns:
+        m.momentum = 1.0  # running stats := this batch's stats
+    model.train()
+    g = torch.Generator().manual_seed(seed)
+    model(torch.randn(4, 3, 96, 112, generator=g))
+    for m, momentum in zip(bns, saved):
+        m.momentum = momentum
+    return model.eval()
+
+
 def randomized(model: nn.Module, seed: int = 0) -> nn.Module:
-    return randomize_batchnorm_(model, seed=seed, conv_bias=True).eval()
+    """Random weights, random BN affine parameters, data-calibrated BN statistics, and a
+    classifier whose logits depend on the features (see the two helpers above)."""
+    model = randomize_batchnorm_(model, seed=seed, conv_bias=True)
+    sensitive_classifier_(model, seed)
+    return calibrate_batchnorm_(model, seed)
 
 
 ALL_MIMICS = OrderedDict(

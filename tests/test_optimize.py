@@ -55,7 +55,7 @@ def _model(name):
     if name not in _cache:
         ctor = MODELS.get(name) or mimics.ALL_MIMICS[name]
         torch.manual_seed(0)
-        _cache[name] = randomize_batchnorm_(ctor(), seed=1, conv_bias=True).eval()
+        _cache[name] = mimics.randomized(ctor(), seed=1)
     return _cache[name]
 
 
@@ -129,7 +129,7 @@ def test_optimized_structure_keeps_names():
 
 
 def test_original_untouched_and_inplace():
-    m = randomize_batchnorm_(mobilenet_v3_small(), seed=4).eval()
+    m = mimics.randomized(mobilenet_v3_small(), seed=4)
     before = copy.deepcopy(m.state_dict())
     x = torch.randn(1, 3, 96, 96)
     with torch.no_grad():
@@ -284,7 +284,7 @@ def test_deepcopy_save_load_state_dict(tmp_path):
         assert_close(loaded(x), want)
         assert isinstance(loaded.mnv3ext_summary, OptimizeSummary)
         # state_dict round trip into an optimized model with different weights
-        other = mnv3ext.optimize(randomize_batchnorm_(mobilenet_v3_small(), seed=9, conv_bias=True).eval())
+        other = mnv3ext.optimize(mimics.randomized(mobilenet_v3_small(), seed=9))
         assert not torch.allclose(other(x), want)
         buf = io.BytesIO()
         torch.save(o.state_dict(), buf)
