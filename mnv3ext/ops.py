@@ -233,6 +233,12 @@ def _remember(cache: dict, key, value) -> None:
     cache[key] = value
 
 
+def _shape(t: Optional[torch.Tensor]):
+    # The dispatcher passes None through for a required Tensor: it must reach the full validation
+    # (TypeError naming the argument), not fail building the cache key.
+    return None if t is None else t.shape
+
+
 def _ptr(t: Optional[torch.Tensor]) -> int:
     return 0 if t is None else t.data_ptr()
 
@@ -241,9 +247,9 @@ def _ptr(t: Optional[torch.Tensor]) -> int:
 # dwconv2d / pack_dwconv_weight / dwconv2d_packed
 
 def _pack_cpu(weight, bias):
+    _check_tensor("weight", weight, (4,))
     if weight.device.type != "cpu":
         raise ValueError(f"weight: mnv3ext ops run on CPU tensors, got device {weight.device}")
-    _check_tensor("weight", weight, (4,))
     channels, kh, kw = weight.shape[0], weight.shape[2], weight.shape[3]
     if weight.shape[1] != 1:
         raise ValueError(f"weight: expected shape (C, 1, kh, kw), got {tuple(weight.shape)}")
@@ -302,7 +308,7 @@ def _dwconv2d_fake(input, weight, bias, stride, padding, dilation, activation):
 def _dwconv2d_packed_cpu(input, packed_weight, kernel_size, stride, padding, dilation, activation):
     # The fused modules call this once per layer per inference: full validation runs once per
     # distinct geometry, later calls check only what the cache key cannot (dtype, grad).
-    key = (input.shape, packed_weight.shape, tuple(kernel_size), tuple(stride), tuple(padding),
+    key = (_shape(input), _shape(packed_weight), tuple(kernel_size), tuple(stride), tuple(padding),
            tuple(dilation), activation)
     geometry = _DW_GEOMETRY.get(key)
     if geometry is None or input.dtype != torch.float32 or packed_weight.dtype != torch.float32:
@@ -327,8 +333,8 @@ def _dwconv2d_packed_fake(input, packed_weight, kernel_size, stride, padding, di
 # squeeze_excite
 
 def _squeeze_excite_cpu(input, fc1_weight, fc1_bias, fc2_weight, fc2_bias, activation, gate):
-    key = (input.shape, fc1_weight.shape, None if fc1_bias is None else fc1_bias.shape, fc2_weight.shape,
-           None if fc2_bias is None else fc2_bias.shape, activation, gate)
+    key = (_shape(input), _shape(fc1_weight), _shape(fc1_bias), _shape(fc2_weight), _shape(fc2_bias),
+           activation, gate)
     squeeze = _SE_GEOMETRY.get(key)
     if squeeze is None or any(t is not None and t.dtype != torch.float32
                               for t in (input, fc1_weight, fc1_bias, fc2_weight, fc2_bias)):
