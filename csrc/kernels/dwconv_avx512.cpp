@@ -153,6 +153,53 @@ int64_t nhwc_tile_k(const NhwcTileArgs& a) {
 }
 using NhwcTileFn = int64_t (*)(const NhwcTileArgs&);
 
+// Pixels [0, ox_l) and [done, out_w) of one output row for one channel tile (the edges and the
+// interior leftovers), as one sequence:
+// P at a time with the weights in registers; a tap outside the input is skipped with a masked
+// FMA (lanes keep their accumulator, masked loads touch no memory), so the arithmetic is the
+// same as skipping the tap. A last partial group recomputes its last pixel.
+template <int KH, int KW, int S>
+void nhwc_tile_checked(const NhwcTileArgs& a, int64_t done) {
+  constexpr int T = KH * KW;
+  constexpr int P = nhwc_pixels(T);
+  const int64_t C = a.s->channels, W = a.s->in_w, pl = a.s->pad_left, padded = a.padded;
+  const float* wp = a.wp;
+  const Activation act = a.s->activation;
+  Vec w[T];
+  for (int t = 0; t < T; ++t) w[t] = vload(wp + (1 + t) * padded);
+  const Vec bias = vload(wp);
+  const int64_t ox_l = a.ox_l, count = ox_l + a.s->out_w - done;
+  for (int64_t i = 0; i < count; i += P) {
+    int64_t px[P];
+    for (int p = 0; p < P; ++p) {
+      const int64_t j = i + p < count ? i + p : count - 1;
+      px[p] = j < ox_l ? j : done + (j - ox_l);
+    }
+    Mask valid[P][KW];
+    for (int p = 0; p < P; ++p)
+      for (int kx = 0; kx < KW; ++kx) {
+        const int64_t ix = px[p] * S - pl + kx;
+        valid[p][kx] = (ix >= 0 && ix < W) ? a.m : no_mask();
+      }
+    Vec acc[P];
+    for (int p = 0; p < P; ++p) acc[p] = bias;
+    for (int ky = 0; ky < KH; ++ky) {
+      if (!a.rows[ky]) continue;
+      const float* r = a.rows[ky];
+      for (int kx = 0; kx < KW; ++kx)
+        for (int p = 0; p < P; ++p) {
+          const Mask k = valid[p][kx];
+          // Address formed as an integer: it may lie outside the input when k is empty.
+          const float* x = reinterpret_cast<const float*>(
+              reinterpret_cast<uintptr_t>(r) + uintptr_t((px[p] * S - pl + kx) * C * 4));
+          acc[p] = _mm512_mask3_fmadd_ps(w[ky * KW + kx], vloadm(x, k), acc[p], k);
+        }
+    }
+    for (int p = 0; p < P; ++p) vstorem(a.out + px[p] * C, a.m, activate(act, acc[p]));
+  }
+}
+using NhwcCheckedFn = void (*)(const NhwcTileArgs&, int64_t);
+
 // One output pixel over all channels, any shape: the valid taps are listed once, then the
 // channels go 4 tiles at a time (4 independent FMA chains), weights read from memory.
 void nhwc_pixel(const DwConvShape& s, const float* const* base, const float* packed,
@@ -487,13 +534,22 @@ void dwconv_nhwc_rows(const DwConvShape& s, const float* input, const float* pac
   if (ox_r < ox_l) ox_r = ox_l;
 
   NhwcTileFn full = nullptr, tail = nullptr;
+  NhwcCheckedFn checked = nullptr;
   if (s.kernel_h == s.kernel_w && s.stride_h == s.stride_w && s.dilation_h == 1 &&
       s.dilation_w == 1) {
     const int k = s.kernel_h, st = s.stride_h;
-    if (k == 3 && st == 1) full = nhwc_tile_k<3, 3, 1, false>, tail = nhwc_tile_k<3, 3, 1, true>;
-    if (k == 3 && st == 2) full = nhwc_tile_k<3, 3, 2, false>, tail = nhwc_tile_k<3, 3, 2, true>;
-    if (k == 5 && st == 1) full = nhwc_tile_k<5, 5, 1, false>, tail = nhwc_tile_k<5, 5, 1, true>;
-    if (k == 5 && st == 2) full = nhwc_tile_k<5, 5, 2, false>, tail = nhwc_tile_k<5, 5, 2, true>;
+    if (k == 3 && st == 1)
+      full = nhwc_tile_k<3, 3, 1, false>, tail = nhwc_tile_k<3, 3, 1, true>,
+      checked = nhwc_tile_checked<3, 3, 1>;
+    if (k == 3 && st == 2)
+      full = nhwc_tile_k<3, 3, 2, false>, tail = nhwc_tile_k<3, 3, 2, true>,
+      checked = nhwc_tile_checked<3, 3, 2>;
+    if (k == 5 && st == 1)
+      full = nhwc_tile_k<5, 5, 1, false>, tail = nhwc_tile_k<5, 5, 1, true>,
+      checked = nhwc_tile_checked<5, 5, 1>;
+    if (k == 5 && st == 2)
+      full = nhwc_tile_k<5, 5, 2, false>, tail = nhwc_tile_k<5, 5, 2, true>,
+      checked = nhwc_tile_checked<5, 5, 2>;
   }
 
   const float* base[8];
@@ -513,7 +569,10 @@ void dwconv_nhwc_rows(const DwConvShape& s, const float* input, const float* pac
         const NhwcTileArgs args{&s, rows, packed + c0, padded, out_row + c0, ox_l, ox_r,
                                 lanes_mask(C - c0)};
         done = C - c0 >= kLanes ? full(args) : tail(args);
+        // Edge pixels of this tile with masked FMAs (AVX-512 only).
+        checked(args, done);
       }
+      continue;
     }
     for (int64_t ox = 0; ox < ox_l; ++ox) nhwc_pixel(s, base, packed, padded, out_row + ox * C, ox);
     for (int64_t ox = done; ox < OW; ++ox)
