@@ -161,7 +161,7 @@ using NhwcTileFn = int64_t (*)(const NhwcTileArgs&);
 template <int KH, int KW, int S>
 void nhwc_tile_checked(const NhwcTileArgs& a, int64_t done) {
   constexpr int T = KH * KW;
-  constexpr int P = nhwc_pixels(T);
+  constexpr int P = T <= 9 ? 8 : 4;  // 4 for 5x5: fewer repeats on 7-wide rows, fewer spills
   const int64_t C = a.s->channels, W = a.s->in_w, pl = a.s->pad_left, padded = a.padded;
   const float* wp = a.wp;
   const Activation act = a.s->activation;
