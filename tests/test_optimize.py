@@ -161,7 +161,17 @@ def test_mimics(name):
         for batch, hw in ((1, (224, 224)), (4, (193, 257))):
             x = torch.randn(batch, 3, *hw, generator=g)
             with torch.no_grad():
-                assert_close(o(x), m(x))
+                if name == "ssdlite_like":
+                    # ~60 layers deep with two extra blocks: the float32 *original* is itself
+                    # ~6e-5 (relative) away from its float64 evaluation here, so the 1e-4 bound
+                    # is checked against the exact (float64) answer, and original-vs-optimized
+                    # gets the sum of both float32 errors.
+                    got = o(x)
+                    ref64 = copy.deepcopy(m).double()(x.double())
+                    assert_close([t.double() for t in _outputs(got)], _outputs(ref64))
+                    assert_close(got, m(x), rtol=2 * RTOL)
+                else:
+                    assert_close(o(x), m(x))
     s = _optimized(name, CL).mnv3ext_summary
     dw, se, bn, fb = MIMIC_COUNTS[name]
     assert (len(s.fused_depthwise), len(s.fused_se), len(s.folded_batchnorm), len(s.fallback)) == (dw, se, bn, fb), str(s)
