@@ -411,18 +411,40 @@ void il_compute_generic(const IlArgs& a) {
   }
 }
 
+// In-register transpose of 8 rows of 8 floats: r[i][j] -> r[j][i].
+inline void transpose8(Vec r[8]) {
+  Vec t[8];
+  for (int i = 0; i < 4; ++i) {
+    t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+  }
+  for (int i = 0; i < 2; ++i) {
+    r[4 * i] = _mm256_shuffle_ps(t[4 * i], t[4 * i + 2], _MM_SHUFFLE(1, 0, 1, 0));
+    r[4 * i + 1] = _mm256_shuffle_ps(t[4 * i], t[4 * i + 2], _MM_SHUFFLE(3, 2, 3, 2));
+    r[4 * i + 2] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], _MM_SHUFFLE(1, 0, 1, 0));
+    r[4 * i + 3] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], _MM_SHUFFLE(3, 2, 3, 2));
+  }
+  // r[4i + j], 128-bit lane k: column 4k + j of rows 4i..4i+3.
+  for (int j = 0; j < 4; ++j) {
+    t[j] = _mm256_permute2f128_ps(r[j], r[4 + j], 0x20);
+    t[4 + j] = _mm256_permute2f128_ps(r[j], r[4 + j], 0x31);
+  }
+  for (int j = 0; j < 8; ++j) r[j] = t[j];
+}
+
 void nchw_interleaved(const DwConvShape& s, const float* input, const float* packed,
                       float* output, int64_t plane_begin, int64_t plane_end) {
   const int64_t C = s.channels, padded = padded_channels(C);
   const int64_t H = s.in_h, W = s.in_w, OH = s.out_h, OW = s.out_w, T = int64_t(s.kernel_h) * s.kernel_w;
   const int64_t hp = (OH - 1) * s.stride_h + int64_t(s.kernel_h - 1) * s.dilation_h + 1;
   const int64_t wp = (OW - 1) * s.stride_w + int64_t(s.kernel_w - 1) * s.dilation_w + 1;
-  const int64_t in_floats = hp * wp * kLanes, out_floats = OH * OW * kLanes;
+  const int64_t in_plane = H * W, out_plane = OH * OW;
+  // obuf rounded up to whole 8-pixel blocks for the output transposes.
+  const int64_t in_floats = hp * wp * kLanes, out_floats = (out_plane + kLanes - 1) / kLanes * kLanes * kLanes;
   float* scr = thread_scratch(in_floats + out_floats + (1 + T) * kLanes);
   float* obuf = scr + in_floats;
   float* wts = obuf + out_floats;
-  std::memset(scr, 0, sizeof(float) * in_floats);
-  std::memset(wts, 0, sizeof(float) * (1 + T) * kLanes);
+  std::memset(scr, 0, sizeof(float) * (in_floats + out_floats + (1 + T) * kLanes));
 
   IlFn fn = il_compute_generic;
   if (s.kernel_h == s.kernel_w && s.stride_h == s.stride_w && s.dilation_h == 1 &&
@@ -433,28 +455,39 @@ void nchw_interleaved(const DwConvShape& s, const float* input, const float* pac
     if (k == 5 && st == 1) fn = il_compute_k<5, 1>;
     if (k == 5 && st == 2) fn = il_compute_k<5, 2>;
   }
-  // Input rows/cols of the padded plane that the outputs read.
-  const int64_t y0 = s.pad_top, y1 = hp < s.pad_top + H ? hp : s.pad_top + H;
-  const int64_t x0 = s.pad_left, x1 = wp < s.pad_left + W ? wp : s.pad_left + W;
-  const int64_t in_plane = H * W, out_plane = OH * OW;
+  const int64_t pt = s.pad_top, pl = s.pad_left;
   for (int64_t g = plane_begin; g < plane_end; g += kLanes) {
     const int64_t nl = plane_end - g < kLanes ? plane_end - g : kLanes;
     for (int64_t l = 0; l < nl; ++l) {
       const int64_t c = (g + l) % C;
       wts[l] = packed[c];
       for (int64_t t = 0; t < T; ++t) wts[(1 + t) * kLanes + l] = packed[(1 + t) * padded + c];
-      const float* in = input + (g + l) * in_plane;
-      for (int64_t y = y0; y < y1; ++y) {
-        const float* src = in + (y - s.pad_top) * W - s.pad_left;
-        float* dst = scr + y * wp * kLanes + l;
-        for (int64_t x = x0; x < x1; ++x) dst[x * kLanes] = src[x];
+    }
+    // Input: 8 planes x 8 consecutive pixels -> 8 pixel vectors, stored at their padded spots.
+    const float* in = input + g * in_plane;
+    int64_t y = 0, x = 0;
+    for (int64_t q0 = 0; q0 < in_plane; q0 += kLanes) {
+      const Mask mq = lanes_mask(in_plane - q0);
+      Vec r[kLanes];
+      for (int64_t l = 0; l < kLanes; ++l)
+        r[l] = l < nl ? vloadm(in + l * in_plane + q0, mq) : _mm256_setzero_ps();
+      transpose8(r);
+      const int64_t nq = in_plane - q0 < kLanes ? in_plane - q0 : kLanes;
+      for (int64_t j = 0; j < nq; ++j) {
+        const int64_t py = y + pt, px = x + pl;
+        if (py < hp && px < wp) vstore(scr + (py * wp + px) * kLanes, r[j]);
+        if (++x == W) x = 0, ++y;
       }
     }
     const IlArgs args{&s, scr, wp, wts, obuf};
     fn(args);
-    for (int64_t l = 0; l < nl; ++l) {
-      float* out = output + (g + l) * out_plane;
-      for (int64_t j = 0; j < out_plane; ++j) out[j] = obuf[j * kLanes + l];
+    float* out = output + g * out_plane;
+    for (int64_t j0 = 0; j0 < out_plane; j0 += kLanes) {
+      Vec r[kLanes];
+      for (int64_t i = 0; i < kLanes; ++i) r[i] = vload(obuf + (j0 + i) * kLanes);
+      transpose8(r);
+      const Mask mj = lanes_mask(out_plane - j0);
+      for (int64_t l = 0; l < nl; ++l) vstorem(out + l * out_plane + j0, mj, r[l]);
     }
   }
 }

@@ -392,129 +392,242 @@ void copy_plane(const DwConvShape& s, const float* in, float* scr, int64_t hp, i
   }
 }
 
-// ---- NCHW, small planes: kLanes planes at once, channel-interleaved.
-// Narrow outputs waste most lanes of a row vector, so kLanes consecutive planes are copied
-// into one zero-padded (hp, wp, kLanes) scratch, computed like NHWC (vector over planes, taps in
-// registers, no bounds checks) and written back plane by plane. The arithmetic per output is
-// the planar path's: bias, then every tap in (ky, kx) order including the padded zeros.
-struct IlArgs {
+// ---- Zero-bordered 16-lane tiles (NHWC small images, NCHW small planes).
+// A (rows, wp, kLanes) scratch holds a zero-padded block of the input for kLanes channels, so
+// every output pixel takes the same kernel with constant tap offsets (one load per FMA, no
+// bounds checks) and the kh*kw weight vectors stay in registers for the whole block. The
+// arithmetic per output is the planar path's: bias, then every tap in (ky, kx) order
+// including the padded zeros.
+struct PadArgs {
   const DwConvShape* s;
-  const float* scr;  // (hp, wp, kLanes)
+  const float* scr;  // (rows * stride_h + ..., wp, kLanes)
   int64_t wp;
-  const float* wts;  // (1 + kh*kw) vectors: bias, taps
-  float* obuf;       // (out_h * out_w, kLanes)
+  const float* w;  // bias vector at w, tap t at w + (1 + t) * wstride
+  int64_t wstride;
+  int64_t rows, cols;  // output pixels, row-major
+  float* out;          // output pixel j at out + j * ostride
+  int64_t ostride;
+  Mask m;
 };
-using IlFn = void (*)(const IlArgs&);
+using PadFn = void (*)(const PadArgs&);
 
 template <int K, int S>
-void il_compute_k(const IlArgs& a) {
+void pad_compute_k(const PadArgs& a) {
   constexpr int T = K * K;
   constexpr bool WR = nhwc_weights_in_regs(T);
   constexpr int P = nhwc_pixels(T);
-  const int64_t OW = a.s->out_w, total = a.s->out_h * OW, wp = a.wp;
+  const int64_t OW = a.cols, total = a.rows * OW, wp = a.wp, ws = a.wstride, os = a.ostride;
   const Activation act = a.s->activation;
+  const Mask m = a.m;
   Vec w[WR ? T : 1];
   if constexpr (WR)
-    for (int t = 0; t < T; ++t) w[t] = vload(a.wts + (1 + t) * kLanes);
+#pragma GCC unroll 32
+    for (int t = 0; t < T; ++t) w[t] = vload(a.w + (1 + t) * ws);
   auto weight = [&](int t) {
     if constexpr (WR) return w[t];
-    else return vload(a.wts + (1 + t) * kLanes);
+    else return vload(a.w + (1 + t) * ws);
   };
-  const Vec bias = vload(a.wts);
+  const Vec bias = vload(a.w);
+  int64_t oy = 0, ox = 0;
   for (int64_t i = 0; i < total; i += P) {
-    // A last group with fewer than P pixels repeats the last pixel (same value stored twice).
+    // A last group with fewer than P pixels repeats its last pixel (same value stored twice).
+    const int n = int(total - i < P ? total - i : P);
     const float* src[P];
+    float* dst[P];
     for (int p = 0; p < P; ++p) {
-      const int64_t j = i + p < total ? i + p : total - 1, oy = j / OW, ox = j % OW;
-      src[p] = a.scr + (oy * S * wp + ox * S) * kLanes;
+      if (p < n) {
+        src[p] = a.scr + (oy * S * wp + ox * S) * kLanes;
+        dst[p] = a.out + (i + p) * os;
+        if (++ox == OW) ox = 0, ++oy;
+      } else {
+        src[p] = src[n - 1], dst[p] = dst[n - 1];
+      }
     }
     Vec acc[P];
     for (int p = 0; p < P; ++p) acc[p] = bias;
+#pragma GCC unroll 8
     for (int ky = 0; ky < K; ++ky)
+#pragma GCC unroll 8
       for (int kx = 0; kx < K; ++kx) {
         const Vec wt = weight(ky * K + kx);
         const int64_t off = (ky * wp + kx) * kLanes;
         for (int p = 0; p < P; ++p) acc[p] = vfma(wt, vload(src[p] + off), acc[p]);
       }
-    for (int p = 0; p < P; ++p) {
-      const int64_t j = i + p < total ? i + p : total - 1;
-      vstore(a.obuf + j * kLanes, activate(act, acc[p]));
-    }
+    for (int p = 0; p < P; ++p) vstorem(dst[p], m, activate(act, acc[p]));
   }
 }
 
-void il_compute_generic(const IlArgs& a) {
+void pad_compute_generic(const PadArgs& a) {
   const DwConvShape& s = *a.s;
   const int KH = s.kernel_h, KW = s.kernel_w;
-  const int64_t OW = s.out_w, total = s.out_h * OW, wp = a.wp;
+  const int64_t OW = a.cols, total = a.rows * OW, wp = a.wp;
   const int64_t SH = s.stride_h, SW = s.stride_w, DH = s.dilation_h, DW = s.dilation_w;
   constexpr int P = 4;
-  const Vec bias = vload(a.wts);
+  const Vec bias = vload(a.w);
+  int64_t oy = 0, ox = 0;
   for (int64_t i = 0; i < total; i += P) {
+    const int n = int(total - i < P ? total - i : P);
     const float* src[P];
+    float* dst[P];
     for (int p = 0; p < P; ++p) {
-      const int64_t j = i + p < total ? i + p : total - 1, oy = j / OW, ox = j % OW;
-      src[p] = a.scr + (oy * SH * wp + ox * SW) * kLanes;
+      if (p < n) {
+        src[p] = a.scr + (oy * SH * wp + ox * SW) * kLanes;
+        dst[p] = a.out + (i + p) * a.ostride;
+        if (++ox == OW) ox = 0, ++oy;
+      } else {
+        src[p] = src[n - 1], dst[p] = dst[n - 1];
+      }
     }
     Vec acc[P] = {bias, bias, bias, bias};
     for (int ky = 0; ky < KH; ++ky)
       for (int kx = 0; kx < KW; ++kx) {
-        const Vec wt = vload(a.wts + (1 + ky * KW + kx) * kLanes);
+        const Vec wt = vload(a.w + (1 + ky * KW + kx) * a.wstride);
         const int64_t off = (ky * DH * wp + kx * DW) * kLanes;
         for (int p = 0; p < P; ++p) acc[p] = vfma(wt, vload(src[p] + off), acc[p]);
       }
-    for (int p = 0; p < P; ++p) {
-      const int64_t j = i + p < total ? i + p : total - 1;
-      vstore(a.obuf + j * kLanes, activate(s.activation, acc[p]));
-    }
+    for (int p = 0; p < P; ++p) vstorem(dst[p], a.m, activate(s.activation, acc[p]));
   }
 }
 
+PadFn pick_pad_fn(const DwConvShape& s, bool generic_ok) {
+  if (s.kernel_h == s.kernel_w && s.stride_h == s.stride_w && s.dilation_h == 1 &&
+      s.dilation_w == 1) {
+    const int k = s.kernel_h, st = s.stride_h;
+    if (k == 3 && st == 1) return pad_compute_k<3, 1>;
+    if (k == 3 && st == 2) return pad_compute_k<3, 2>;
+    if (k == 5 && st == 1) return pad_compute_k<5, 1>;
+    if (k == 5 && st == 2) return pad_compute_k<5, 2>;
+  }
+  return generic_ok ? pad_compute_generic : nullptr;
+}
+
+// In-register transpose of 16 rows of 16 floats: r[i][j] -> r[j][i].
+inline void transpose16(Vec r[16]) {
+  Vec t[16];
+  for (int i = 0; i < 8; ++i) {
+    t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+  }
+  for (int i = 0; i < 4; ++i) {
+    r[4 * i] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], _MM_SHUFFLE(1, 0, 1, 0));
+    r[4 * i + 1] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], _MM_SHUFFLE(3, 2, 3, 2));
+    r[4 * i + 2] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], _MM_SHUFFLE(1, 0, 1, 0));
+    r[4 * i + 3] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], _MM_SHUFFLE(3, 2, 3, 2));
+  }
+  // r[4i + j], 128-bit lane k: column 4k + j of rows 4i..4i+3; transpose the 128-bit lanes.
+  for (int j = 0; j < 4; ++j) {
+    t[j] = _mm512_shuffle_f32x4(r[j], r[4 + j], 0x88);
+    t[4 + j] = _mm512_shuffle_f32x4(r[j], r[4 + j], 0xdd);
+    t[8 + j] = _mm512_shuffle_f32x4(r[8 + j], r[12 + j], 0x88);
+    t[12 + j] = _mm512_shuffle_f32x4(r[8 + j], r[12 + j], 0xdd);
+  }
+  for (int j = 0; j < 4; ++j) {
+    r[j] = _mm512_shuffle_f32x4(t[j], t[8 + j], 0x88);
+    r[4 + j] = _mm512_shuffle_f32x4(t[4 + j], t[12 + j], 0x88);
+    r[8 + j] = _mm512_shuffle_f32x4(t[j], t[8 + j], 0xdd);
+    r[12 + j] = _mm512_shuffle_f32x4(t[4 + j], t[12 + j], 0xdd);
+  }
+}
+
+// ---- NCHW, small planes: kLanes planes at once, channel-interleaved via 16x16 transposes.
 void nchw_interleaved(const DwConvShape& s, const float* input, const float* packed,
                       float* output, int64_t plane_begin, int64_t plane_end) {
   const int64_t C = s.channels, padded = padded_channels(C);
   const int64_t H = s.in_h, W = s.in_w, OH = s.out_h, OW = s.out_w, T = int64_t(s.kernel_h) * s.kernel_w;
   const int64_t hp = (OH - 1) * s.stride_h + int64_t(s.kernel_h - 1) * s.dilation_h + 1;
   const int64_t wp = (OW - 1) * s.stride_w + int64_t(s.kernel_w - 1) * s.dilation_w + 1;
-  const int64_t in_floats = hp * wp * kLanes, out_floats = OH * OW * kLanes;
+  const int64_t in_plane = H * W, out_plane = OH * OW;
+  // obuf rounded up to whole 16-pixel blocks for the output transposes.
+  const int64_t in_floats = hp * wp * kLanes, out_floats = (out_plane + kLanes - 1) / kLanes * kLanes * kLanes;
   float* scr = thread_scratch(in_floats + out_floats + (1 + T) * kLanes);
   float* obuf = scr + in_floats;
   float* wts = obuf + out_floats;
-  std::memset(scr, 0, sizeof(float) * in_floats);
-  std::memset(wts, 0, sizeof(float) * (1 + T) * kLanes);
-
-  IlFn fn = il_compute_generic;
-  if (s.kernel_h == s.kernel_w && s.stride_h == s.stride_w && s.dilation_h == 1 &&
-      s.dilation_w == 1) {
-    const int k = s.kernel_h, st = s.stride_h;
-    if (k == 3 && st == 1) fn = il_compute_k<3, 1>;
-    if (k == 3 && st == 2) fn = il_compute_k<3, 2>;
-    if (k == 5 && st == 1) fn = il_compute_k<5, 1>;
-    if (k == 5 && st == 2) fn = il_compute_k<5, 2>;
-  }
-  // Input rows/cols of the padded plane that the outputs read.
-  const int64_t y0 = s.pad_top, y1 = hp < s.pad_top + H ? hp : s.pad_top + H;
-  const int64_t x0 = s.pad_left, x1 = wp < s.pad_left + W ? wp : s.pad_left + W;
-  const int64_t in_plane = H * W, out_plane = OH * OW;
+  std::memset(scr, 0, sizeof(float) * (in_floats + out_floats + (1 + T) * kLanes));
+  const PadFn fn = pick_pad_fn(s, true);
+  const int64_t pt = s.pad_top, pl = s.pad_left;
   for (int64_t g = plane_begin; g < plane_end; g += kLanes) {
     const int64_t nl = plane_end - g < kLanes ? plane_end - g : kLanes;
-    for (int64_t l = 0; l < nl; ++l) {
-      const int64_t c = (g + l) % C;
-      wts[l] = packed[c];
-      for (int64_t t = 0; t < T; ++t) wts[(1 + t) * kLanes + l] = packed[(1 + t) * padded + c];
-      const float* in = input + (g + l) * in_plane;
-      for (int64_t y = y0; y < y1; ++y) {
-        const float* src = in + (y - s.pad_top) * W - s.pad_left;
-        float* dst = scr + y * wp * kLanes + l;
-        for (int64_t x = x0; x < x1; ++x) dst[x * kLanes] = src[x];
+    const int64_t c = g % C;
+    if (c + nl <= C) {
+      const Mask ml = lanes_mask(nl);
+      for (int64_t t = 0; t <= T; ++t) vstore(wts + t * kLanes, vloadm(packed + t * padded + c, ml));
+    } else {
+      for (int64_t l = 0; l < nl; ++l) {
+        const int64_t cl = (g + l) % C;
+        for (int64_t t = 0; t <= T; ++t) wts[t * kLanes + l] = packed[t * padded + cl];
       }
     }
-    const IlArgs args{&s, scr, wp, wts, obuf};
-    fn(args);
-    for (int64_t l = 0; l < nl; ++l) {
-      float* out = output + (g + l) * out_plane;
-      for (int64_t j = 0; j < out_plane; ++j) out[j] = obuf[j * kLanes + l];
+    // Input: 16 planes x 16 consecutive pixels -> 16 pixel vectors, stored at their padded spots.
+    const float* in = input + g * in_plane;
+    int64_t y = 0, x = 0;
+    for (int64_t q0 = 0; q0 < in_plane; q0 += kLanes) {
+      const Mask mq = lanes_mask(in_plane - q0);
+      Vec r[kLanes];
+      for (int64_t l = 0; l < kLanes; ++l) r[l] = l < nl ? vloadm(in + l * in_plane + q0, mq) : vzero();
+      transpose16(r);
+      const int64_t nq = in_plane - q0 < kLanes ? in_plane - q0 : kLanes;
+      for (int64_t j = 0; j < nq; ++j) {
+        const int64_t py = y + pt, px = x + pl;
+        if (py < hp && px < wp) vstore(scr + (py * wp + px) * kLanes, r[j]);
+        if (++x == W) x = 0, ++y;
+      }
     }
+    const PadArgs args{&s, scr, wp, wts, kLanes, OH, OW, obuf, kLanes, full_mask()};
+    fn(args);
+    float* out = output + g * out_plane;
+    for (int64_t j0 = 0; j0 < out_plane; j0 += kLanes) {
+      Vec r[kLanes];
+      for (int64_t i = 0; i < kLanes; ++i) r[i] = vload(obuf + (j0 + i) * kLanes);
+      transpose16(r);
+      const Mask mj = lanes_mask(out_plane - j0);
+      for (int64_t l = 0; l < nl; ++l) vstorem(out + l * out_plane + j0, mj, r[l]);
+    }
+  }
+}
+
+// ---- NHWC, small images: per band of output rows and channel tile, the padded input rows
+// of the band go into a zero-bordered (rows, wp, kLanes) scratch; every pixel then takes the
+// interior kernel with the tap weights in registers for the whole band.
+constexpr int64_t kPaddedMaxWidth = 14;
+constexpr int64_t kBandFloats = 12288;  // 48 KiB of scratch per band and tile
+void nhwc_padded(const DwConvShape& s, const float* input, const float* packed, float* output,
+                 int64_t row_begin, int64_t row_end, PadFn fn) {
+  const int64_t C = s.channels, padded = padded_channels(C);
+  const int64_t H = s.in_h, W = s.in_w, OH = s.out_h, OW = s.out_w;
+  const int64_t K = s.kernel_h, S = s.stride_h, pt = s.pad_top, pl = s.pad_left;
+  const int64_t wp = (OW - 1) * S + K;
+  const int64_t max_rows = kBandFloats / (wp * kLanes);
+  int64_t band = max_rows <= K ? 1 : (max_rows - K) / S + 1;
+  if (band > OH) band = OH;
+  float* scr = thread_scratch(((band - 1) * S + K) * wp * kLanes);
+  const int64_t xa = pl < wp ? pl : wp, xb = pl + W < wp ? pl + W : wp;
+  for (int64_t row = row_begin; row < row_end;) {
+    const int64_t n = row / OH, oy0 = row % OH;
+    const int64_t oy1 = OH - oy0 < row_end - row ? OH : oy0 + (row_end - row);
+    for (int64_t b0 = oy0; b0 < oy1; b0 += band) {
+      const int64_t b1 = b0 + band < oy1 ? b0 + band : oy1;
+      const int64_t nr = (b1 - b0 - 1) * S + K;
+      for (int64_t c0 = 0; c0 < C; c0 += kLanes) {
+        const Mask m = lanes_mask(C - c0);
+        for (int64_t yy = 0; yy < nr; ++yy) {
+          const int64_t iy = b0 * S + yy - pt;
+          float* dst = scr + yy * wp * kLanes;
+          if (iy < 0 || iy >= H) {
+            for (int64_t x = 0; x < wp; ++x) vstore(dst + x * kLanes, vzero());
+            continue;
+          }
+          const float* src = input + ((n * H + iy) * W - pl) * C + c0;
+          int64_t x = 0;
+          for (; x < xa; ++x) vstore(dst + x * kLanes, vzero());
+          for (; x < xb; ++x) vstore(dst + x * kLanes, vloadm(src + x * C, m));
+          for (; x < wp; ++x) vstore(dst + x * kLanes, vzero());
+        }
+        const PadArgs args{&s, scr, wp, packed + c0, padded, b1 - b0, OW,
+                           output + ((n * OH + b0) * OW) * C + c0, C, m};
+        fn(args);
+      }
+    }
+    row += oy1 - oy0;
   }
 }
 
@@ -552,6 +665,13 @@ void dwconv_nhwc_rows(const DwConvShape& s, const float* input, const float* pac
       checked = nhwc_tile_checked<5, 5, 2>;
   }
 
+  // Small images (edges a large part of every row): zero-bordered bands, one uniform kernel.
+  if (OW <= kPaddedMaxWidth) {
+    if (const PadFn pf = pick_pad_fn(s, false)) {
+      nhwc_padded(s, input, packed, output, row_begin, row_end, pf);
+      return;
+    }
+  }
   const float* base[8];
   const float* rows[8];
   for (int64_t row = row_begin; row < row_end; ++row) {
