@@ -17,7 +17,9 @@
 // Every output element is bias + sum over taps in (ky, kx) order, one FMA per tap, computed by
 // exactly one call: results do not depend on how rows/planes are split between threads.
 // Activations follow PyTorch: relu/relu6 keep NaN (max/min operand order below), hardswish is
-// x * min(max(x + 3, 0), 6) / 6 with a real division.
+// x * min(max(x + 3, 0), 6) * (1/6): the multiply by the rounded reciprocal differs from
+// PyTorch's division by at most 1 ulp (NaN/Inf the same) and avoids vdivps in the epilogue.
+// The scalar and NEON kernels (activation.h) still divide.
 //
 // This file is compiled with AVX-512 flags: everything stays in mnv3ext::avx512 with internal
 // linkage, no STL templates are instantiated, scratch comes from thread_scratch().
@@ -53,7 +55,6 @@ inline Vec vset1(float x) { return _mm512_set1_ps(x); }
 inline Vec vzero() { return _mm512_setzero_ps(); }
 inline Vec vadd(Vec a, Vec b) { return _mm512_add_ps(a, b); }
 inline Vec vmul(Vec a, Vec b) { return _mm512_mul_ps(a, b); }
-inline Vec vdiv(Vec a, Vec b) { return _mm512_div_ps(a, b); }
 // max(a, b) = a > b ? a : b and min(a, b) = a < b ? a : b: a NaN in b comes through.
 inline Vec vmax(Vec a, Vec b) { return _mm512_max_ps(a, b); }
 inline Vec vmin(Vec a, Vec b) { return _mm512_min_ps(a, b); }
@@ -81,7 +82,7 @@ inline Vec activate(Activation a, Vec x) {
     case Activation::kRelu6: return vmin(vset1(6.0f), vmax(vzero(), x));
     case Activation::kHardswish: {
       const Vec t = vmin(vset1(6.0f), vmax(vzero(), vadd(x, vset1(3.0f))));
-      return vdiv(vmul(x, t), vset1(6.0f));
+      return vmul(vmul(x, t), vset1(1.0f / 6.0f));  // see the header comment
     }
     default: return x;
   }
@@ -112,42 +113,70 @@ struct NhwcTileArgs {
   Mask m;
 };
 
+// Activation with the kind fixed at compile time (hoisted out of the pixel loops).
+template <Activation A>
+inline Vec activate_t(Vec x) {
+  if constexpr (A == Activation::kRelu) return vmax(vzero(), x);
+  else if constexpr (A == Activation::kRelu6) return vmin(vset1(6.0f), vmax(vzero(), x));
+  else if constexpr (A == Activation::kHardswish) return activate(A, x);
+  else return x;
+}
+
 // Interior pixels [ox_l, ox_l + groups * P) of one output row for one channel tile, the
 // kh*kw weight vectors in registers; returns the first pixel not done.
-template <int KH, int KW, int S, bool Tail>
+// Per input row the (P - 1) * S + KW input pixels of the group are walked once, left to
+// right, each loaded once and fed to every output pixel it is a tap of; for one output
+// pixel the taps still come in (ky, kx) order. The walking pointer is made opaque to the
+// compiler: otherwise it keeps one address register per (pixel, tap) offset (the pixel
+// stride C is a run-time value), runs out of registers and spills in the inner loop.
+template <int KH, int KW, int S, bool Tail, Activation A>
 int64_t nhwc_tile_k(const NhwcTileArgs& a) {
   constexpr int T = KH * KW;
   constexpr bool WR = nhwc_weights_in_regs(T);
   constexpr int P = Tail ? nhwc_pixels_tail(T) : nhwc_pixels(T);
+  constexpr int J = (P - 1) * S + KW;  // input pixels per row and group
   const int64_t C = a.s->channels, pl = a.s->pad_left;
   const int64_t padded = a.padded;
   const float* wp = a.wp;
   const Mask m = a.m;
-  const Activation act = a.s->activation;
+  float* const out = a.out;
+  const int64_t ox_r = a.ox_r;
   const float* rows[KH];
   for (int ky = 0; ky < KH; ++ky) rows[ky] = a.rows[ky];
   Vec w[WR ? T : 1];
   if constexpr (WR)
+#pragma GCC unroll 32
     for (int t = 0; t < T; ++t) w[t] = vload(wp + (1 + t) * padded);
   auto weight = [&](int t) {
     if constexpr (WR) return w[t];
     else return vload(wp + (1 + t) * padded);
   };
+  const Vec bias = vload(wp);
+  const uintptr_t step = uintptr_t(C) * sizeof(float);
   int64_t ox = a.ox_l;
-  for (; ox + P <= a.ox_r; ox += P) {
+  for (; ox + P <= ox_r; ox += P) {
     Vec acc[P];
-    const Vec bias = vload(wp);
+#pragma GCC unroll 16
     for (int p = 0; p < P; ++p) acc[p] = bias;
     const int64_t off = (ox * S - pl) * C;
+#pragma GCC unroll 8
     for (int ky = 0; ky < KH; ++ky) {
       if (!rows[ky]) continue;
-      const float* r = rows[ky] + off;
-      for (int kx = 0; kx < KW; ++kx) {
-        const Vec wt = weight(ky * KW + kx);
-        for (int p = 0; p < P; ++p) acc[p] = vfma(wt, ld<Tail>(r + (p * S + kx) * C, m), acc[p]);
+      uintptr_t x = reinterpret_cast<uintptr_t>(rows[ky] + off);
+#pragma GCC unroll 32
+      for (int j = 0; j < J; ++j) {
+        const Vec v = ld<Tail>(reinterpret_cast<const float*>(x), m);
+#pragma GCC unroll 16
+        for (int p = 0; p < P; ++p) {
+          const int kx = j - p * S;
+          if (kx >= 0 && kx < KW) acc[p] = vfma(weight(ky * KW + kx), v, acc[p]);
+        }
+        x += step;
+        __asm__("" : "+r"(x));
       }
     }
-    for (int p = 0; p < P; ++p) st<Tail>(a.out + (ox + p) * C, m, activate(act, acc[p]));
+#pragma GCC unroll 16
+    for (int p = 0; p < P; ++p) st<Tail>(out + (ox + p) * C, m, activate_t<A>(acc[p]));
   }
   return ox;
 }
@@ -631,6 +660,24 @@ void nhwc_padded(const DwConvShape& s, const float* input, const float* packed, 
   }
 }
 
+template <int KH, int KW, int S, Activation A>
+void pick_nhwc_act(NhwcTileFn& full, NhwcTileFn& tail) {
+  full = nhwc_tile_k<KH, KW, S, false, A>;
+  tail = nhwc_tile_k<KH, KW, S, true, A>;
+}
+template <int KH, int KW, int S>
+void pick_nhwc(Activation act, NhwcTileFn& full, NhwcTileFn& tail, NhwcCheckedFn& checked) {
+  switch (act) {
+    case Activation::kRelu: pick_nhwc_act<KH, KW, S, Activation::kRelu>(full, tail); break;
+    case Activation::kRelu6: pick_nhwc_act<KH, KW, S, Activation::kRelu6>(full, tail); break;
+    case Activation::kHardswish:
+      pick_nhwc_act<KH, KW, S, Activation::kHardswish>(full, tail);
+      break;
+    default: pick_nhwc_act<KH, KW, S, Activation::kNone>(full, tail); break;
+  }
+  checked = nhwc_tile_checked<KH, KW, S>;
+}
+
 }  // namespace
 
 void dwconv_nhwc_rows(const DwConvShape& s, const float* input, const float* packed,
@@ -651,18 +698,10 @@ void dwconv_nhwc_rows(const DwConvShape& s, const float* input, const float* pac
   if (s.kernel_h == s.kernel_w && s.stride_h == s.stride_w && s.dilation_h == 1 &&
       s.dilation_w == 1) {
     const int k = s.kernel_h, st = s.stride_h;
-    if (k == 3 && st == 1)
-      full = nhwc_tile_k<3, 3, 1, false>, tail = nhwc_tile_k<3, 3, 1, true>,
-      checked = nhwc_tile_checked<3, 3, 1>;
-    if (k == 3 && st == 2)
-      full = nhwc_tile_k<3, 3, 2, false>, tail = nhwc_tile_k<3, 3, 2, true>,
-      checked = nhwc_tile_checked<3, 3, 2>;
-    if (k == 5 && st == 1)
-      full = nhwc_tile_k<5, 5, 1, false>, tail = nhwc_tile_k<5, 5, 1, true>,
-      checked = nhwc_tile_checked<5, 5, 1>;
-    if (k == 5 && st == 2)
-      full = nhwc_tile_k<5, 5, 2, false>, tail = nhwc_tile_k<5, 5, 2, true>,
-      checked = nhwc_tile_checked<5, 5, 2>;
+    if (k == 3 && st == 1) pick_nhwc<3, 3, 1>(s.activation, full, tail, checked);
+    if (k == 3 && st == 2) pick_nhwc<3, 3, 2>(s.activation, full, tail, checked);
+    if (k == 5 && st == 1) pick_nhwc<5, 5, 1>(s.activation, full, tail, checked);
+    if (k == 5 && st == 2) pick_nhwc<5, 5, 2>(s.activation, full, tail, checked);
   }
 
   // Small images (edges a large part of every row): zero-bordered bands, one uniform kernel.
