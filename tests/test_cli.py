@@ -19,7 +19,6 @@ from mnv3ext.bench.cli import main
 from mnv3ext.bench.schema import BENCH_SCHEMA, MACHINE_SCHEMA, SchemaError, validate
 from mnv3ext.bench.timing import interleaved, percentile, summarize
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["bench", "--model", "small", "--size", "64", "--runs", "3", "--warmup", "1", "--threads", "1", "--quiet"]
 
 
@@ -142,7 +141,9 @@ def test_onnxruntime_backend_if_installed(capsys):
 def test_bench_module_entry_point(tmp_path):
     """``python -m mnv3ext bench`` as a user runs it: separate process, stdout not a terminal."""
     path = tmp_path / "e.json"
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    # The mnv3ext this test imported (in-tree build or installed wheel), not the bare source tree.
+    package_parent = os.path.dirname(os.path.dirname(os.path.abspath(mnv3ext.__file__)))
+    env = dict(os.environ, PYTHONPATH=package_parent + os.pathsep + os.environ.get("PYTHONPATH", ""))
     proc = subprocess.run([sys.executable, "-m", "mnv3ext", "bench", "--model", "small", "--size", "48", "--runs",
                            "2", "--warmup", "1", "--backends", "eager", "--json", str(path)],
                           cwd=str(tmp_path), env=env, capture_output=True, text=True, timeout=120)

@@ -85,7 +85,12 @@ def test_general_shapes(isa, k, s, d, pad):
         pad = (k[0] + 2, k[1] + 3, k[0] + 1, k[1] + 2)
     h, w_ = (9, 11)
     if (h + pad[0] + pad[2] < d[0] * (k[0] - 1) + 1) or (w_ + pad[1] + pad[3] < d[1] * (k[1] - 1) + 1):
-        pytest.skip("padded input smaller than the dilated kernel")
+        # Not a skip: an impossible geometry must be refused clearly.
+        x = np.zeros((1, 7, h, w_), np.float32)
+        weight = np.zeros((7, 1) + tuple(k), np.float32)
+        with pytest.raises(ValueError, match="smaller than the dilated kernel"):
+            C.dwconv2d(x, weight, None, list(s), list(pad), list(d), "relu6")
+        return
     for n, c in ((2, 7), (1, 33)):
         check(isa, n, c, h, w_, k, s, pad, d, "relu6")
 
