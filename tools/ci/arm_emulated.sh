@@ -55,7 +55,7 @@ fi
 packages="python3.11,libpython3.11-dev,python3-numpy,python3-pytest,libstdc++6,libgcc-s1"
 mirror=$(sed -n 's/^URIs: *\(http[^ ]*debian\)\/*$/\1/p' /etc/apt/sources.list.d/*.sources 2>/dev/null | head -n1)
 [ -n "$mirror" ] || mirror=$(awk '$1 == "deb" && $2 ~ /debian\/?$/ {print $2; exit}' /etc/apt/sources.list 2>/dev/null || true)
-[ -n "$mirror" ] || mirror=http://deb.debian.org/debian
+[ -n "$mirror" ] || die "no Debian mirror found in the apt sources of this machine (needed by mmdebstrap)"
 stamp="bookworm arm64 $packages fixups-1"
 if [ "$(cat "$rootfs/.mnv3ext-stamp" 2>/dev/null)" != "$stamp" ]; then
   say "root file system (mmdebstrap from $mirror)"
