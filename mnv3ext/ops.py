@@ -153,7 +153,7 @@ def _check_dw_weight(input, weight, bias):
 def _check_packed(input, packed, kernel_size):
     _check_tensor("packed_weight", packed, (2,), input.device)
     kernel_size = _check_ints("kernel_size", kernel_size, 2, 1)
-    expected = (1 + kernel_size[0] * kernel_size[1], -(-input.shape[1] // _ALIGN) * _ALIGN)
+    expected = _packed_shape(input.shape[1], kernel_size[0], kernel_size[1])
     if tuple(packed.shape) != expected:
         raise ValueError(
             f"packed_weight: expected shape {expected} for {input.shape[1]} channels and kernel "
@@ -246,10 +246,13 @@ def _ptr(t: Optional[torch.Tensor]) -> int:
 # ---------------------------------------------------------------------------------------------
 # dwconv2d / pack_dwconv_weight / dwconv2d_packed
 
-def _pack_cpu(weight, bias):
+def _packed_shape(channels: int, kernel_h: int, kernel_w: int):
+    return (1 + kernel_h * kernel_w, -(-channels // _ALIGN) * _ALIGN)
+
+
+def _check_pack_args(weight, bias):
+    """Validates pack_dwconv_weight's arguments (CPU and fake alike); returns (C, kh, kw)."""
     _check_tensor("weight", weight, (4,))
-    if weight.device.type != "cpu":
-        raise ValueError(f"weight: mnv3ext ops run on CPU tensors, got device {weight.device}")
     channels, kh, kw = weight.shape[0], weight.shape[2], weight.shape[3]
     if weight.shape[1] != 1:
         raise ValueError(f"weight: expected shape (C, 1, kh, kw), got {tuple(weight.shape)}")
@@ -259,17 +262,26 @@ def _pack_cpu(weight, bias):
         _check_tensor("bias", bias, (1,), weight.device)
         if bias.shape[0] != channels:
             raise ValueError(f"bias: expected shape ({channels},), got {tuple(bias.shape)}")
-        bias = bias.detach().contiguous()
+    return channels, kh, kw
+
+
+def _pack_validated(weight, bias, channels, kh, kw):
+    bias = None if bias is None else bias.detach().contiguous()
     weight = weight.detach().contiguous()
-    packed = torch.empty((1 + kh * kw, -(-channels // _ALIGN) * _ALIGN), dtype=torch.float32)
+    packed = torch.empty(_packed_shape(channels, kh, kw), dtype=torch.float32)
     _C.pack_dwconv_ptr(weight.data_ptr(), _ptr(bias), channels, kh, kw, packed.data_ptr())
     return packed
 
 
+def _pack_cpu(weight, bias):
+    channels, kh, kw = _check_pack_args(weight, bias)
+    if weight.device.type != "cpu":
+        raise ValueError(f"weight: mnv3ext ops run on CPU tensors, got device {weight.device}")
+    return _pack_validated(weight, bias, channels, kh, kw)
+
+
 def _pack_fake(weight, bias):
-    _check_tensor("weight", weight, (4,))
-    channels, kh, kw = weight.shape[0], weight.shape[2], weight.shape[3]
-    return weight.new_empty((1 + kh * kw, -(-channels // _ALIGN) * _ALIGN))
+    return weight.new_empty(_packed_shape(*_check_pack_args(weight, bias)))
 
 
 def _run_dwconv(input, packed, kernel_size, stride, pads, dilation, out_h, out_w, activation):
@@ -294,15 +306,19 @@ def _dwconv2d_cpu(input, weight, bias, stride, padding, dilation, activation):
         input, kernel_size, stride, padding, dilation, activation
     )
     _check_inference(input, weight, bias)
-    packed = _pack_cpu(weight, bias)
+    packed = _pack_validated(weight, bias, input.shape[1], kernel_size[0], kernel_size[1])
     return _run_dwconv(input, packed, kernel_size, stride, pads, dilation, out_h, out_w, activation)
+
+
+def _dw_fake_output(input, kernel_size, stride, padding, dilation, activation):
+    _, _, _, out_h, out_w = _check_dw_geometry(input, kernel_size, stride, padding, dilation, activation)
+    return _empty_like_format(input, (input.shape[0], input.shape[1], out_h, out_w), _is_channels_last(input))
 
 
 def _dwconv2d_fake(input, weight, bias, stride, padding, dilation, activation):
     _check_input(input)
     kernel_size = _check_dw_weight(input, weight, bias)
-    _, _, _, out_h, out_w = _check_dw_geometry(input, kernel_size, stride, padding, dilation, activation)
-    return _empty_like_format(input, (input.shape[0], input.shape[1], out_h, out_w), _is_channels_last(input))
+    return _dw_fake_output(input, kernel_size, stride, padding, dilation, activation)
 
 
 def _dwconv2d_packed_cpu(input, packed_weight, kernel_size, stride, padding, dilation, activation):
@@ -325,8 +341,7 @@ def _dwconv2d_packed_cpu(input, packed_weight, kernel_size, stride, padding, dil
 def _dwconv2d_packed_fake(input, packed_weight, kernel_size, stride, padding, dilation, activation):
     _check_input(input)
     kernel_size = _check_packed(input, packed_weight, kernel_size)
-    _, _, _, out_h, out_w = _check_dw_geometry(input, kernel_size, stride, padding, dilation, activation)
-    return _empty_like_format(input, (input.shape[0], input.shape[1], out_h, out_w), _is_channels_last(input))
+    return _dw_fake_output(input, kernel_size, stride, padding, dilation, activation)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -151,3 +151,14 @@ def test_numpy_api_rejects_bad_input():
         C.dwconv2d(x, w, padding=[1, 1, 1])
     with pytest.raises(ValueError, match="gate: unknown"):
         C.squeeze_excite(x, np.zeros((4, 8), np.float32), None, np.zeros((8, 4), np.float32), None, "relu", "x")
+
+
+@pytest.mark.parametrize("device", ["cpu", "meta"])
+@pytest.mark.parametrize("weight_shape,message", [
+    ((8, 2, 3, 3), "weight: expected shape"),
+    ((8, 1, 8, 3), "weight: expected C >= 1 and kernel sizes"),
+    ((8, 3, 3), "weight: expected 4 dimensions"),
+])
+def test_pack_rejects_bad_weights_on_cpu_and_fake_kernels_alike(device, weight_shape, message):
+    with pytest.raises(ValueError, match=message):
+        torch.ops.mnv3ext.pack_dwconv_weight(torch.randn(weight_shape, device=device), None)
