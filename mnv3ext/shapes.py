@@ -52,28 +52,44 @@ def make_divisible(value: float, divisor: int = 8) -> int:
     return rounded + divisor if rounded < 0.9 * value else rounded
 
 
-# (kernel, expanded channels, SE, activation, stride) per block: the paper's tables.
+# The paper's Tables 1 (Large) and 2 (Small), one row per bneck, channels at width 1.0:
+# (input, kernel, expanded, output, SE, activation, stride). mnv3ext.models builds from these too.
 LARGE_BLOCKS = [
-    (3, 16, False, "relu", 1), (3, 64, False, "relu", 2), (3, 72, False, "relu", 1),
-    (5, 72, True, "relu", 2), (5, 120, True, "relu", 1), (5, 120, True, "relu", 1),
-    (3, 240, False, "hardswish", 2), (3, 200, False, "hardswish", 1),
-    (3, 184, False, "hardswish", 1), (3, 184, False, "hardswish", 1),
-    (3, 480, True, "hardswish", 1), (3, 672, True, "hardswish", 1),
-    (5, 672, True, "hardswish", 2), (5, 960, True, "hardswish", 1),
-    (5, 960, True, "hardswish", 1),
+    (16, 3, 16, 16, False, "relu", 1),
+    (16, 3, 64, 24, False, "relu", 2),
+    (24, 3, 72, 24, False, "relu", 1),
+    (24, 5, 72, 40, True, "relu", 2),
+    (40, 5, 120, 40, True, "relu", 1),
+    (40, 5, 120, 40, True, "relu", 1),
+    (40, 3, 240, 80, False, "hardswish", 2),
+    (80, 3, 200, 80, False, "hardswish", 1),
+    (80, 3, 184, 80, False, "hardswish", 1),
+    (80, 3, 184, 80, False, "hardswish", 1),
+    (80, 3, 480, 112, True, "hardswish", 1),
+    (112, 3, 672, 112, True, "hardswish", 1),
+    (112, 5, 672, 160, True, "hardswish", 2),
+    (160, 5, 960, 160, True, "hardswish", 1),
+    (160, 5, 960, 160, True, "hardswish", 1),
 ]
 SMALL_BLOCKS = [
-    (3, 16, True, "relu", 2), (3, 72, False, "relu", 2), (3, 88, False, "relu", 1),
-    (5, 96, True, "hardswish", 2), (5, 240, True, "hardswish", 1), (5, 240, True, "hardswish", 1),
-    (5, 120, True, "hardswish", 1), (5, 144, True, "hardswish", 1), (5, 288, True, "hardswish", 2),
-    (5, 576, True, "hardswish", 1), (5, 576, True, "hardswish", 1),
+    (16, 3, 16, 16, True, "relu", 2),
+    (16, 3, 72, 24, False, "relu", 2),
+    (24, 3, 88, 24, False, "relu", 1),
+    (24, 5, 96, 40, True, "hardswish", 2),
+    (40, 5, 240, 40, True, "hardswish", 1),
+    (40, 5, 240, 40, True, "hardswish", 1),
+    (40, 5, 120, 48, True, "hardswish", 1),
+    (48, 5, 144, 48, True, "hardswish", 1),
+    (48, 5, 288, 96, True, "hardswish", 2),
+    (96, 5, 576, 96, True, "hardswish", 1),
+    (96, 5, 576, 96, True, "hardswish", 1),
 ]
 
 
 def _layers(model: str, blocks, image_size: int = 224):
     dw, se = [], []
     size = image_size // 2  # after the stride-2 stem
-    for index, (kernel, channels, has_se, activation, stride) in enumerate(blocks, start=1):
+    for index, (_, kernel, channels, _, has_se, activation, stride) in enumerate(blocks, start=1):
         layer = DwLayer(model, index, channels, size, kernel, stride, activation)
         dw.append(layer)
         size = layer.out_size

@@ -1,7 +1,7 @@
 """MobileNetV3-Large and -Small (Howard et al. 2019, "Searching for MobileNetV3").
 
-Pure PyTorch (imports only torch and ``mnv3ext.shapes.make_divisible``). The module tree
-mirrors torchvision's ``torchvision.models.mobilenetv3`` so that ``state_dict`` keys and
+Pure PyTorch: imports only torch and ``mnv3ext.shapes`` (block tables, make_divisible). The
+module tree mirrors torchvision's ``torchvision.models.mobilenetv3`` so that ``state_dict`` keys and
 shapes are identical and torchvision's published weights load with ``strict=True``:
 
 * ``features`` is an ``nn.Sequential``: ``features[0]`` the stem ConvBNActivation
@@ -21,7 +21,7 @@ from typing import Callable, List, NamedTuple, Optional
 import torch
 from torch import Tensor, nn
 
-from mnv3ext.shapes import make_divisible
+from mnv3ext.shapes import LARGE_BLOCKS, SMALL_BLOCKS, make_divisible
 
 __all__ = [
     "BlockConfig",
@@ -242,40 +242,9 @@ class MobileNetV3(nn.Module):
         return self.classifier(x)
 
 
-# Paper Table 1 (Large) and Table 2 (Small), one row per bneck:
-# (input, kernel, expanded, out, SE, activation, stride); channels at width 1.0.
-# The rows marked "tail" form the last stage, affected by reduced_tail / dilated.
-_LARGE = [
-    (16, 3, 16, 16, False, "RE", 1),
-    (16, 3, 64, 24, False, "RE", 2),
-    (24, 3, 72, 24, False, "RE", 1),
-    (24, 5, 72, 40, True, "RE", 2),
-    (40, 5, 120, 40, True, "RE", 1),
-    (40, 5, 120, 40, True, "RE", 1),
-    (40, 3, 240, 80, False, "HS", 2),
-    (80, 3, 200, 80, False, "HS", 1),
-    (80, 3, 184, 80, False, "HS", 1),
-    (80, 3, 184, 80, False, "HS", 1),
-    (80, 3, 480, 112, True, "HS", 1),
-    (112, 3, 672, 112, True, "HS", 1),
-    (112, 5, 672, 160, True, "HS", 2),  # tail
-    (160, 5, 960, 160, True, "HS", 1),  # tail
-    (160, 5, 960, 160, True, "HS", 1),  # tail
-]
+# Blocks from the paper's tables (mnv3ext.shapes.LARGE_BLOCKS / SMALL_BLOCKS); the last _TAIL
+# rows form the last stage, affected by reduced_tail / dilated.
 _LARGE_LAST_CHANNEL = 1280
-_SMALL = [
-    (16, 3, 16, 16, True, "RE", 2),
-    (16, 3, 72, 24, False, "RE", 2),
-    (24, 3, 88, 24, False, "RE", 1),
-    (24, 5, 96, 40, True, "HS", 2),
-    (40, 5, 240, 40, True, "HS", 1),
-    (40, 5, 240, 40, True, "HS", 1),
-    (40, 5, 120, 48, True, "HS", 1),
-    (48, 5, 144, 48, True, "HS", 1),
-    (48, 5, 288, 96, True, "HS", 2),  # tail
-    (96, 5, 576, 96, True, "HS", 1),  # tail
-    (96, 5, 576, 96, True, "HS", 1),  # tail
-]
 _SMALL_LAST_CHANNEL = 1024
 _TAIL = 3
 
@@ -295,9 +264,9 @@ def mobilenet_v3_config(
     ``dilated`` gives the last stage dilation 2 (its stride-2 depthwise conv becomes stride 1).
     """
     if arch in ("large", "mobilenet_v3_large"):
-        rows, last = _LARGE, _LARGE_LAST_CHANNEL
+        rows, last = LARGE_BLOCKS, _LARGE_LAST_CHANNEL
     elif arch in ("small", "mobilenet_v3_small"):
-        rows, last = _SMALL, _SMALL_LAST_CHANNEL
+        rows, last = SMALL_BLOCKS, _SMALL_LAST_CHANNEL
     else:
         raise ValueError(f"Unsupported model type {arch}")
     div = 2 if reduced_tail else 1
@@ -317,7 +286,7 @@ def mobilenet_v3_config(
                 _adjust(exp, width_mult),
                 _adjust(out, width_mult),
                 se,
-                act == "HS",
+                act == "hardswish",
                 stride,
                 dil,
             )
