@@ -1,7 +1,8 @@
 // pybind11 module mnv3ext._C over the torch-free kernels.
-// Two surfaces: *_ptr functions on raw addresses (what mnv3ext/ops.py calls after validating
-// torch tensors; ~0.1 us per call) and numpy functions that validate and allocate themselves
-// (for users and for emulated tests that have no torch).
+// Two surfaces: plans run on raw addresses (what mnv3ext/ops.py calls after validating torch
+// tensors) and numpy functions that validate and allocate themselves (for
+// users and for emulated tests that have no torch). A plan holds a validated shape, so the
+// per-call cost is one call with four arguments.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
@@ -168,6 +169,16 @@ FloatArray squeeze_excite_numpy(const py::handle& input_obj, const py::handle& f
   return output;
 }
 
+// Validated once per call signature by mnv3ext.ops, then run on raw addresses.
+struct DwConvPlan {
+  DwConvShape shape;
+  bool channels_last;
+};
+struct SePlan {
+  SeShape shape;
+  bool channels_last;
+};
+
 }  // namespace
 
 PYBIND11_MODULE(_C, m) {
@@ -201,31 +212,40 @@ PYBIND11_MODULE(_C, m) {
                             kh, kw, address<float>(packed));
       },
       py::call_guard<py::gil_scoped_release>());
-  m.def(
-      "dwconv2d_ptr",
-      [](uintptr_t input, uintptr_t packed, uintptr_t output, int64_t n, int64_t c, int64_t h,
-         int64_t w, int64_t out_h, int64_t out_w, int kh, int kw, int sh, int sw, int dh, int dw,
-         int pt, int pl, int pb, int pr, int activation, bool channels_last, int threads) {
-        const DwConvShape shape = make_dwconv_shape(n, c, h, w, kh, kw, sh, sw, dh, dw, pt, pl,
-                                                    pb, pr, Activation(activation));
-        if (shape.out_h != out_h || shape.out_w != out_w)
-          throw std::invalid_argument("output: size does not match the convolution");
-        dwconv2d(shape, address<const float>(input), address<const float>(packed),
-                 address<float>(output), channels_last, threads);
-      },
-      py::call_guard<py::gil_scoped_release>());
-  m.def(
-      "squeeze_excite_ptr",
-      [](uintptr_t input, uintptr_t fc1_weight, uintptr_t fc1_bias, uintptr_t fc2_weight,
-         uintptr_t fc2_bias, uintptr_t output, int64_t n, int64_t c, int64_t hw, int64_t s,
-         int activation, int gate, bool channels_last, int threads) {
-        const SeShape shape = make_se_shape(n, c, hw, s, Activation(activation), Activation(gate));
-        squeeze_excite(shape, address<const float>(input), address<const float>(fc1_weight),
-                       address<const float>(fc1_bias), address<const float>(fc2_weight),
-                       address<const float>(fc2_bias), address<float>(output), channels_last,
-                       threads);
-      },
-      py::call_guard<py::gil_scoped_release>());
+  py::class_<DwConvPlan>(m, "DwConvPlan", "A validated depthwise conv shape, run on raw addresses")
+      .def(py::init([](int64_t n, int64_t c, int64_t h, int64_t w, int kh, int kw, int sh, int sw,
+                       int dh, int dw, int pt, int pl, int pb, int pr, int activation,
+                       bool channels_last) {
+        return DwConvPlan{make_dwconv_shape(n, c, h, w, kh, kw, sh, sw, dh, dw, pt, pl, pb, pr,
+                                            Activation(activation)),
+                          channels_last};
+      }))
+      .def_property_readonly("out_h", [](const DwConvPlan& p) { return p.shape.out_h; })
+      .def_property_readonly("out_w", [](const DwConvPlan& p) { return p.shape.out_w; })
+      .def(
+          "run",
+          [](const DwConvPlan& p, uintptr_t input, uintptr_t packed, uintptr_t output,
+             int threads) {
+            dwconv2d(p.shape, address<const float>(input), address<const float>(packed),
+                     address<float>(output), p.channels_last, threads);
+          },
+          py::call_guard<py::gil_scoped_release>());
+  py::class_<SePlan>(m, "SePlan", "A validated squeeze-excite shape, run on raw addresses")
+      .def(py::init([](int64_t n, int64_t c, int64_t hw, int64_t s, int activation, int gate,
+                       bool channels_last) {
+        return SePlan{make_se_shape(n, c, hw, s, Activation(activation), Activation(gate)),
+                      channels_last};
+      }))
+      .def(
+          "run",
+          [](const SePlan& p, uintptr_t input, uintptr_t fc1_weight, uintptr_t fc1_bias,
+             uintptr_t fc2_weight, uintptr_t fc2_bias, uintptr_t output, int threads) {
+            squeeze_excite(p.shape, address<const float>(input), address<const float>(fc1_weight),
+                           address<const float>(fc1_bias), address<const float>(fc2_weight),
+                           address<const float>(fc2_bias), address<float>(output),
+                           p.channels_last, threads);
+          },
+          py::call_guard<py::gil_scoped_release>());
 
   // numpy surface.
   m.def("pack_dwconv", &pack_dwconv_numpy, py::arg("weight"), py::arg("bias") = py::none(),

@@ -214,17 +214,12 @@ def _empty_like_format(input: torch.Tensor, shape, channels_last: bool) -> torch
     return torch.empty(shape, dtype=input.dtype, device=input.device, memory_format=fmt)
 
 
-def _dense(input: torch.Tensor):
-    """(tensor in a layout the kernels read, channels_last flag)."""
-    if _is_channels_last(input):
-        return input, True
-    return input.contiguous(), False
-
-
-# Validated geometry per distinct call signature (shapes + static arguments), bounded.
-_DW_GEOMETRY: dict = {}
-_SE_GEOMETRY: dict = {}
+# Per distinct call signature (shapes, strides, dtypes and static arguments): a validated plan,
+# so repeated calls (a model's layers) pay for validation once. Bounded.
+_DW_PLANS: dict = {}
+_SE_PLANS: dict = {}
 _CACHE_LIMIT = 4096
+_F32 = torch.float32
 
 
 def _remember(cache: dict, key, value) -> None:
@@ -233,10 +228,14 @@ def _remember(cache: dict, key, value) -> None:
     cache[key] = value
 
 
-def _shape(t: Optional[torch.Tensor]):
+def _tensor_key(t: Optional[torch.Tensor]):
     # The dispatcher passes None through for a required Tensor: it must reach the full validation
     # (TypeError naming the argument), not fail building the cache key.
-    return None if t is None else t.shape
+    return None if t is None else (t.shape, t.stride(), t.dtype)
+
+
+def _output_strides(n: int, c: int, h: int, w: int, channels_last: bool):
+    return (c * h * w, 1, w * c, c) if channels_last else (c * h * w, h * w, w, 1)
 
 
 def _ptr(t: Optional[torch.Tensor]) -> int:
@@ -284,18 +283,27 @@ def _pack_fake(weight, bias):
     return weight.new_empty(_packed_shape(*_check_pack_args(weight, bias)))
 
 
-def _run_dwconv(input, packed, kernel_size, stride, pads, dilation, out_h, out_w, activation):
-    x, channels_last = _dense(input)
-    n, c, h, w = x.shape
-    out = _empty_like_format(x, (n, c, out_h, out_w), channels_last)
-    if n == 0:
-        return out
-    _C.dwconv2d_ptr(
-        x.data_ptr(), packed.data_ptr(), out.data_ptr(), n, c, h, w, out_h, out_w,
-        kernel_size[0], kernel_size[1], stride[0], stride[1], dilation[0], dilation[1],
+def _dw_plan(input, kernel_size, stride, pads, dilation, out_h, out_w, activation):
+    """(plan, output size, output strides, input needs .contiguous()) for a validated call."""
+    channels_last = _is_channels_last(input)
+    n, c, h, w = input.shape
+    plan = _C.DwConvPlan(
+        n, c, h, w, kernel_size[0], kernel_size[1], stride[0], stride[1], dilation[0], dilation[1],
         pads[0], pads[1], pads[2], pads[3], _CODES[activation], channels_last,
-        torch.get_num_threads(),
     )
+    if (plan.out_h, plan.out_w) != (out_h, out_w):
+        raise AssertionError("mnv3ext: output size disagrees between Python and C++")
+    dense = channels_last or input.is_contiguous()
+    return plan, (n, c, out_h, out_w), _output_strides(n, c, out_h, out_w, channels_last), not dense
+
+
+def _run_dw_plan(entry, input, packed):
+    plan, size, strides, needs_copy = entry
+    if needs_copy:
+        input = input.contiguous()
+    out = torch.empty_strided(size, strides, dtype=_F32)
+    if size[0]:
+        plan.run(input.data_ptr(), packed.data_ptr(), out.data_ptr(), torch.get_num_threads())
     return out
 
 
@@ -307,7 +315,8 @@ def _dwconv2d_cpu(input, weight, bias, stride, padding, dilation, activation):
     )
     _check_inference(input, weight, bias)
     packed = _pack_validated(weight, bias, input.shape[1], kernel_size[0], kernel_size[1])
-    return _run_dwconv(input, packed, kernel_size, stride, pads, dilation, out_h, out_w, activation)
+    entry = _dw_plan(input, kernel_size, stride, pads, dilation, out_h, out_w, activation)
+    return _run_dw_plan(entry, input, packed)
 
 
 def _dw_fake_output(input, kernel_size, stride, padding, dilation, activation):
@@ -323,19 +332,23 @@ def _dwconv2d_fake(input, weight, bias, stride, padding, dilation, activation):
 
 def _dwconv2d_packed_cpu(input, packed_weight, kernel_size, stride, padding, dilation, activation):
     # The fused modules call this once per layer per inference: full validation runs once per
-    # distinct geometry, later calls check only what the cache key cannot (dtype, grad).
-    key = (_shape(input), _shape(packed_weight), tuple(kernel_size), tuple(stride), tuple(padding),
-           tuple(dilation), activation)
-    geometry = _DW_GEOMETRY.get(key)
-    if geometry is None or input.dtype != torch.float32 or packed_weight.dtype != torch.float32:
+    # distinct signature, later calls check only what the key cannot (grad).
+    key = (_tensor_key(input), _tensor_key(packed_weight), tuple(kernel_size), tuple(stride),
+           tuple(padding), tuple(dilation), activation)
+    entry = _DW_PLANS.get(key)
+    if entry is None:
         _check_input(input)
         kernel_size = _check_packed(input, packed_weight, kernel_size)
-        geometry = (kernel_size,) + tuple(_check_dw_geometry(input, kernel_size, stride, padding, dilation, activation))
-        _remember(_DW_GEOMETRY, key, geometry)
-    _check_inference(input, packed_weight)
-    kernel_size, stride, pads, dilation, out_h, out_w = geometry
-    return _run_dwconv(input, packed_weight.contiguous(), kernel_size, stride, pads, dilation, out_h, out_w,
-                       activation)
+        stride, pads, dilation, out_h, out_w = _check_dw_geometry(
+            input, kernel_size, stride, padding, dilation, activation)
+        entry = _dw_plan(input, kernel_size, stride, pads, dilation, out_h, out_w, activation)
+        entry = entry + (not packed_weight.is_contiguous(),)
+        _remember(_DW_PLANS, key, entry)
+    if torch.is_grad_enabled():
+        _check_inference(input, packed_weight)
+    if entry[4]:
+        packed_weight = packed_weight.contiguous()
+    return _run_dw_plan(entry[:4], input, packed_weight)
 
 
 def _dwconv2d_packed_fake(input, packed_weight, kernel_size, stride, padding, dilation, activation):
@@ -347,28 +360,36 @@ def _dwconv2d_packed_fake(input, packed_weight, kernel_size, stride, padding, di
 # ---------------------------------------------------------------------------------------------
 # squeeze_excite
 
+def _se_plan(input, fc1_weight, fc1_bias, fc2_weight, fc2_bias, activation, gate):
+    squeeze = _check_se(input, fc1_weight, fc1_bias, fc2_weight, fc2_bias, activation, gate)
+    channels_last = _is_channels_last(input)
+    n, c, h, w = input.shape
+    plan = _C.SePlan(n, c, h * w, squeeze, _CODES[activation], _CODES[gate], channels_last)
+    dense = channels_last or input.is_contiguous()
+    # Which of input, fc1_weight, fc1_bias, fc2_weight, fc2_bias need .contiguous() first.
+    copies = (not dense,) + tuple(t is not None and not t.is_contiguous()
+                                  for t in (fc1_weight, fc1_bias, fc2_weight, fc2_bias))
+    return plan, (n, c, h, w), _output_strides(n, c, h, w, channels_last), any(copies), copies
+
+
 def _squeeze_excite_cpu(input, fc1_weight, fc1_bias, fc2_weight, fc2_bias, activation, gate):
-    key = (_shape(input), _shape(fc1_weight), _shape(fc1_bias), _shape(fc2_weight), _shape(fc2_bias),
-           activation, gate)
-    squeeze = _SE_GEOMETRY.get(key)
-    if squeeze is None or any(t is not None and t.dtype != torch.float32
-                              for t in (input, fc1_weight, fc1_bias, fc2_weight, fc2_bias)):
-        squeeze = _check_se(input, fc1_weight, fc1_bias, fc2_weight, fc2_bias, activation, gate)
-        _remember(_SE_GEOMETRY, key, squeeze)
-    _check_inference(input, fc1_weight, fc1_bias, fc2_weight, fc2_bias)
-    x, channels_last = _dense(input)
-    n, c, h, w = x.shape
-    out = _empty_like_format(x, (n, c, h, w), channels_last)
-    if n == 0:
-        return out
-    fc1_weight, fc2_weight = fc1_weight.contiguous(), fc2_weight.contiguous()
-    fc1_bias = None if fc1_bias is None else fc1_bias.contiguous()
-    fc2_bias = None if fc2_bias is None else fc2_bias.contiguous()
-    _C.squeeze_excite_ptr(
-        x.data_ptr(), fc1_weight.data_ptr(), _ptr(fc1_bias), fc2_weight.data_ptr(), _ptr(fc2_bias),
-        out.data_ptr(), n, c, h * w, squeeze, _CODES[activation], _CODES[gate], channels_last,
-        torch.get_num_threads(),
-    )
+    key = (_tensor_key(input), _tensor_key(fc1_weight), _tensor_key(fc1_bias), _tensor_key(fc2_weight),
+           _tensor_key(fc2_bias), activation, gate)
+    entry = _SE_PLANS.get(key)
+    if entry is None:
+        entry = _se_plan(input, fc1_weight, fc1_bias, fc2_weight, fc2_bias, activation, gate)
+        _remember(_SE_PLANS, key, entry)
+    if torch.is_grad_enabled():
+        _check_inference(input, fc1_weight, fc1_bias, fc2_weight, fc2_bias)
+    plan, size, strides, any_copy, copies = entry
+    tensors = (input, fc1_weight, fc1_bias, fc2_weight, fc2_bias)
+    if any_copy:
+        tensors = tuple(t.contiguous() if copy else t for t, copy in zip(tensors, copies))
+    out = torch.empty_strided(size, strides, dtype=_F32)
+    if size[0]:
+        x, w1, b1, w2, b2 = tensors
+        plan.run(x.data_ptr(), w1.data_ptr(), _ptr(b1), w2.data_ptr(), _ptr(b2), out.data_ptr(),
+                 torch.get_num_threads())
     return out
 
 

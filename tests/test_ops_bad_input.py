@@ -120,11 +120,11 @@ def test_packed_weight_shape_is_checked():
 
 
 def test_sizes_overflowing_64bit_indexing_are_refused_before_any_access():
-    # Null addresses: the size check must fire before the kernel touches memory.
+    # Plans are built from sizes alone: the size check fires before any memory exists.
     with pytest.raises(ValueError, match="overflows 64-bit"):
-        C.dwconv2d_ptr(0, 0, 0, 2**31, 2**31, 2**20, 2**20, 2**20, 2**20, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 3, False, 1)
+        C.DwConvPlan(2**31, 2**31, 2**20, 2**20, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 3, False)
     with pytest.raises(ValueError, match="overflows 64-bit"):
-        C.squeeze_excite_ptr(0, 0, 0, 0, 0, 0, 2**31, 2**31, 2**31, 4, 1, 4, False, 1)
+        C.SePlan(2**31, 2**31, 2**31, 4, 1, 4, False)
 
 
 def test_ops_never_modify_or_alias_inputs():
