@@ -1,11 +1,11 @@
 // AVX-512 fused depthwise conv + bias + activation, NCHW (planar).
 //
-// Per plane the input is copied into a zero-padded scratch; for stride s each padded row is
-// split into s phases (padded col x -> phase x % s, index x / s), so the taps of 16
-// consecutive output columns are one unaligned load each. Output vectors ("jobs", row-major
-// over (oy, 16-column block)) are processed U at a time for independent FMA chains, with the
-// weights broadcast in registers. Narrow planes go 16 planes at a time, transposed into
-// zero-bordered channel-interleaved tiles (dwconv_pad_avx512.h).
+// Square 3x3 / 5x5 kernels with stride 1 (any padding) or stride 2 (left padding k / 2), no
+// dilation, are computed straight from the input in strips of output rows (strip_k below).
+// Anything else copies each plane into a zero-padded scratch, each padded row split into s_w
+// phases (padded col x -> phase x % s, index x / s), so that the taps of 16 consecutive output
+// columns are one unaligned load each (nchw_plane_generic). Narrow planes go 16 planes at a
+// time, transposed into zero-bordered channel-interleaved tiles (dwconv_pad_avx512.h).
 //
 // Every output element is bias + sum over taps in (ky, kx) order, one FMA per tap, computed by
 // exactly one call: results do not depend on how planes are split between threads.
@@ -20,10 +20,6 @@
 namespace mnv3ext::avx512 {
 namespace {
 
-// Output vectors per NCHW step and whether the weights stay in registers.
-constexpr int nchw_vectors(int taps) { return taps <= 9 ? 8 : 5; }
-constexpr bool nchw_weights_in_regs(int taps) { return taps <= 25; }
-
 // ---- NCHW
 // scr: padded plane, rows of s_w phases of `r` floats each; row y of the padded plane at
 // scr + y * s_w * r. Output vector jobs are row-major over (oy, 16-column block).
@@ -37,49 +33,6 @@ struct NchwPlaneArgs {
   float* out;
 };
 using NchwPlaneFn = void (*)(const NchwPlaneArgs&);
-
-template <int K, int S>
-void nchw_plane_k(const NchwPlaneArgs& a) {
-  constexpr int T = K * K;
-  constexpr int U = nchw_vectors(T);
-  constexpr bool WR = nchw_weights_in_regs(T);
-  const int64_t OH = a.s->out_h, OW = a.s->out_w, R = a.r, pitch = S * R;
-  const int64_t nvec = (OW + kLanes - 1) / kLanes, jobs = OH * nvec;
-  const Mask tail = lanes_mask(OW - (nvec - 1) * kLanes);
-  const Activation act = a.s->activation;
-  Vec w[WR ? T : 1];
-  if constexpr (WR)
-    for (int t = 0; t < T; ++t) w[t] = vset1(a.taps[t * a.padded]);
-  auto weight = [&](int t) {
-    if constexpr (WR) return w[t];
-    else return vset1(a.taps[t * a.padded]);
-  };
-  const Vec bias = vset1(a.bias);
-  int64_t oy = 0, v = 0;
-  for (int64_t q = 0; q < jobs; q += U) {
-    // A last group with fewer than U jobs recomputes its first job in the spare slots.
-    const int n = int(jobs - q < U ? jobs - q : U);
-    const float* src[U];
-    float* dst[U];
-    Mask mk[U];
-    for (int u = 0; u < n; ++u) {
-      src[u] = a.scr + oy * S * pitch + v * kLanes;
-      dst[u] = a.out + oy * OW + v * kLanes;
-      mk[u] = v == nvec - 1 ? tail : full_mask();
-      if (++v == nvec) v = 0, ++oy;
-    }
-    for (int u = n; u < U; ++u) src[u] = src[0], dst[u] = nullptr, mk[u] = no_mask();
-    Vec acc[U];
-    for (int u = 0; u < U; ++u) acc[u] = bias;
-    for (int ky = 0; ky < K; ++ky)
-      for (int kx = 0; kx < K; ++kx) {
-        const Vec wt = weight(ky * K + kx);
-        const int64_t off = ky * pitch + (kx % S) * R + kx / S;
-        for (int u = 0; u < U; ++u) acc[u] = vfma(wt, vload(src[u] + off), acc[u]);
-      }
-    for (int u = 0; u < n; ++u) vstorem(dst[u], mk[u], activate(act, acc[u]));
-  }
-}
 
 void nchw_plane_generic(const NchwPlaneArgs& a) {
   const DwConvShape& s = *a.s;
@@ -129,41 +82,192 @@ inline PhaseSpan phase_span(const DwConvShape& s, int64_t p, int64_t r) {
   return {j0, j1};
 }
 
-void copy_plane(const DwConvShape& s, const float* in, float* scr, int64_t hp, int64_t r) {
-  const int64_t H = s.in_h, W = s.in_w, SW = s.stride_w, pt = s.pad_top, pl = s.pad_left;
-  const int64_t y0 = pt, y1 = hp < pt + H ? hp : pt + H;
+// Padded row y (pt <= y < pt + in_h) of the phase-split layout from input row `src_row`.
+void prep_row(const DwConvShape& s, const PhaseSpan* spans, const float* src_row, float* row,
+              int64_t r) {
+  const int64_t W = s.in_w, SW = s.stride_w, pl = s.pad_left;
   for (int64_t p = 0; p < SW; ++p) {
-    const PhaseSpan span = phase_span(s, p, r);
+    const PhaseSpan span = spans ? spans[p] : phase_span(s, p, r);
     const int64_t n = span.j1 - span.j0, first = span.j0 * SW + p - pl;
     if (n <= 0) continue;
-    for (int64_t y = y0; y < y1; ++y) {
-      const float* src = in + (y - pt) * W + first;  // n taps at stride SW, all inside the row
-      float* dst = scr + (y * SW + p) * r + span.j0;
-      if (SW == 1) {
-        int64_t j = 0;
-        for (; j + kLanes <= n; j += kLanes) vstore(dst + j, vload(src + j));
-        if (j < n) {
-          const Mask m = lanes_mask(n - j);
-          vstorem(dst + j, m, vloadm(src + j, m));
-        }
-      } else if (SW == 2) {
-        // kLanes outputs read src[2j .. 2j + 2 * kLanes - 2]; the row has `avail` floats from src.
-        const int64_t avail = W - first;
-        int64_t j = 0;
-        for (; j + kLanes <= n && 2 * j + 2 * kLanes <= avail; j += kLanes)
-          vstore(dst + j, deinterleave2(src + 2 * j, vload(src + 2 * j + kLanes)));
-        for (; j < n; j += kLanes) {
-          const int64_t left = avail - 2 * j;  // >= 1
-          const Vec lo = vloadm(src + 2 * j, lanes_mask(left));
-          const Vec hi = left > kLanes ? vloadm(src + 2 * j + kLanes, lanes_mask(left - kLanes))
-                                       : vzero();
-          vstorem(dst + j, lanes_mask(n - j), deinterleave2v(lo, hi));
-        }
-      } else {
-        for (int64_t j = 0; j < n; ++j) dst[j] = src[j * SW];
+    const float* src = src_row + first;  // n taps at stride SW, all inside the row
+    float* dst = row + p * r + span.j0;
+    if (SW == 1) {
+      int64_t j = 0;
+      for (; j + kLanes <= n; j += kLanes) vstore(dst + j, vload(src + j));
+      if (j < n) {
+        const Mask m = lanes_mask(n - j);
+        vstorem(dst + j, m, vloadm(src + j, m));
       }
+    } else if (SW == 2) {
+      // kLanes outputs read src[2j .. 2j + 2 * kLanes - 2]; the row has `avail` floats from src.
+      const int64_t avail = W - first;
+      int64_t j = 0;
+      for (; j + kLanes <= n && 2 * j + 2 * kLanes <= avail; j += kLanes)
+        vstore(dst + j, deinterleave2(src + 2 * j, vload(src + 2 * j + kLanes)));
+      for (; j < n; j += kLanes) {
+        const int64_t left = avail - 2 * j;  // >= 1
+        const Vec lo = vloadm(src + 2 * j, lanes_mask(left));
+        const Vec hi = left > kLanes ? vloadm(src + 2 * j + kLanes, lanes_mask(left - kLanes))
+                                     : vzero();
+        vstorem(dst + j, lanes_mask(n - j), deinterleave2v(lo, hi));
+      }
+    } else {
+      for (int64_t j = 0; j < n; ++j) dst[j] = src[j * SW];
     }
   }
+}
+
+void copy_plane(const DwConvShape& s, const PhaseSpan* spans, const float* in, float* scr,
+                int64_t hp, int64_t r) {
+  const int64_t H = s.in_h, W = s.in_w, SW = s.stride_w, pt = s.pad_top;
+  const int64_t y0 = pt, y1 = hp < pt + H ? hp : pt + H;
+  for (int64_t y = y0; y < y1; ++y) prep_row(s, spans, in + (y - pt) * W, scr + y * SW * r, r);
+}
+
+// ---- NCHW, square 3x3 / 5x5 kernels, stride 1 or 2, no dilation: straight from the input.
+// The plane is walked in strips of R output rows; the strip's input rows are read in place
+// (rows above / below the input read a zero row). Per 16-column block each input row is
+// loaded once per tap column and that vector feeds every output row of the strip it is a tap
+// of, so the weights and the R accumulators stay in registers and the FMAs take register
+// operands. Columns outside the input are zeroed by masked loads (which also never touch
+// memory outside the row). Stride 2 splits each row block into even / odd columns with two
+// permutes; the shifted taps are one more permute each. For one output the taps come in
+// (ky, kx) order, padding taps included (w * 0), as in the other paths.
+template <int K, int S>
+constexpr int strip_rows() {
+  return K == 3 ? (S == 1 ? 14 : 7) : 4;
+}
+
+// A value the compiler must keep in a register: otherwise it folds the load into every FMA
+// that uses it (one load per FMA, mostly split across cache lines).
+inline Vec keep(Vec x) {
+  asm("" : "+v"(x));
+  return x;
+}
+
+// Lanes l with 0 <= lo + l < n.
+inline Mask range_mask(int64_t lo, int64_t n) {
+  int64_t b = -lo, e = n - lo;
+  if (b < 0) b = 0;
+  if (e > kLanes) e = kLanes;
+  if (e <= b) return no_mask();
+  return Mask(((1u << e) - 1u) & ~((1u << b) - 1u));
+}
+
+inline Vec perm2(Vec a, __m512i idx, Vec b) { return _mm512_permutex2var_ps(a, idx, b); }
+
+struct StripArgs {
+  const float* const* rows;  // (R - 1) * S + K input rows (or the zero row)
+  int64_t w;                 // input width
+  int64_t pl;                // left padding (K / 2 for stride 2)
+  int64_t nvec;              // 16-column blocks per output row
+  Mask tail;                 // valid lanes of the last block
+  const float* taps;         // tap t of this channel at taps[t * padded]
+  int64_t padded;
+  float bias;
+  float* out;  // first output row of the strip
+  int64_t ow;
+  Activation act;
+};
+using StripFn = void (*)(const StripArgs&);
+
+template <int K, int S, int R>
+void strip_k(const StripArgs& a) {
+  constexpr int T = K * K, NR = (R - 1) * S + K;
+  // 5x5 stride 2 needs too many temporaries for 25 weight registers: broadcast operands.
+  constexpr bool WR = !(K == 5 && S == 2);
+  Vec w[WR ? T : 1];
+  float wf[T];
+#pragma GCC unroll 32
+  for (int t = 0; t < T; ++t) {
+    wf[t] = a.taps[t * a.padded];
+    if constexpr (WR) w[t] = vset1(wf[t]);
+  }
+  auto weight = [&](int t) {
+    if constexpr (WR) return w[t];
+    else return vset1(wf[t]);
+  };
+  const float* rows[NR];
+#pragma GCC unroll 32
+  for (int i = 0; i < NR; ++i) rows[i] = a.rows[i];
+  const int64_t W = a.w, pl = a.pl, nvec = a.nvec, ow = a.ow;
+  const Activation act = a.act;
+  const Vec bias = vset1(a.bias);
+  const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  const __m512i odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+  // (a, b) -> a[15 - k], b[0..14]  (k = 0: shift right by one lane, k = 1: a[14] first)
+  const __m512i right1 = _mm512_setr_epi32(15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30);
+  const __m512i right1b = _mm512_setr_epi32(14, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30);
+  // (a, b) -> a[1..15], b[0]
+  const __m512i left1 = _mm512_setr_epi32(1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16);
+  for (int64_t v = 0; v < nvec; ++v) {
+    const int64_t x0 = v * kLanes;
+    Vec acc[R];
+#pragma GCC unroll 16
+    for (int u = 0; u < R; ++u) acc[u] = bias;
+    if constexpr (S == 1) {
+      Mask m[K];
+#pragma GCC unroll 8
+      for (int kx = 0; kx < K; ++kx) m[kx] = range_mask(x0 + kx - pl, W);
+#pragma GCC unroll 32
+      for (int i = 0; i < NR; ++i) {
+        const float* p = rows[i] + (x0 - pl);
+#pragma GCC unroll 8
+        for (int kx = 0; kx < K; ++kx) {
+          const Vec x = keep(vloadm(p + kx, m[kx]));
+#pragma GCC unroll 16
+          for (int u = 0; u < R; ++u) {
+            const int ky = i - u;
+            if (ky >= 0 && ky < K) acc[u] = vfma(weight(ky * K + kx), x, acc[u]);
+          }
+        }
+      }
+    } else {
+      // Input columns b + 2l + d for tap d = kx - K / 2.
+      const int64_t b = 2 * x0;
+      const Mask mp = range_mask(b - kLanes, W) & Mask(K == 3 ? 0x8000 : 0xC000);
+      const Mask ma = range_mask(b, W), mb = range_mask(b + kLanes, W);
+      const Mask mc = range_mask(b + 2 * kLanes, W) & Mask(1);
+#pragma GCC unroll 32
+      for (int i = 0; i < NR; ++i) {
+        const float* p = rows[i] + b;
+        const Vec prev = vloadm(p - kLanes, mp);
+        const Vec lo = vloadm(p, ma), hi = vloadm(p + kLanes, mb);
+        const Vec e = perm2(lo, even, hi), o = perm2(lo, odd, hi);
+        Vec t[K];
+        if constexpr (K == 3) {
+          t[0] = perm2(prev, right1, o);
+          t[1] = e;
+          t[2] = o;
+        } else {
+          t[0] = perm2(prev, right1b, e);
+          t[1] = perm2(prev, right1, o);
+          t[2] = e;
+          t[3] = o;
+          t[4] = perm2(e, left1, vloadm(p + 2 * kLanes, mc));
+        }
+#pragma GCC unroll 8
+        for (int kx = 0; kx < K; ++kx) {
+#pragma GCC unroll 16
+          for (int u = 0; u < R; ++u) {
+            const int ky = i - 2 * u;
+            if (ky >= 0 && ky < K) acc[u] = vfma(weight(ky * K + kx), t[kx], acc[u]);
+          }
+        }
+      }
+    }
+    const Mask m = v == nvec - 1 ? a.tail : full_mask();
+#pragma GCC unroll 16
+    for (int u = 0; u < R; ++u) vstorem(a.out + u * ow + x0, m, activate(act, acc[u]));
+  }
+}
+
+// strip_k<K, S, n> for 1 <= n <= R.
+template <int K, int S, int R>
+StripFn strip_fn(int n) {
+  if constexpr (R == 0) return nullptr;
+  else return n == R ? strip_k<K, S, R> : strip_fn<K, S, R - 1>(n);
 }
 
 // ---- NCHW, small planes: kLanes planes at once, channel-interleaved via 16x16 transposes.
@@ -236,28 +340,62 @@ void dwconv_nchw_planes(const DwConvShape& s, const float* input, const float* p
     nchw_interleaved(s, input, packed, output, plane_begin, plane_end);
     return;
   }
-  // Phase rows cover every output vector's taps, including the lanes past out_w.
-  const int64_t r = nvec * kLanes + int64_t(s.kernel_w - 1) * s.dilation_w / s.stride_w + 1;
-  const int64_t hp = (OH - 1) * s.stride_h + int64_t(s.kernel_h - 1) * s.dilation_h + 1;
-  float* scr = thread_scratch(hp * s.stride_w * r);
-  std::memset(scr, 0, sizeof(float) * hp * s.stride_w * r);
-
-  NchwPlaneFn fn = nchw_plane_generic;
-  if (s.kernel_h == s.kernel_w && s.stride_h == s.stride_w && s.dilation_h == 1 &&
-      s.dilation_w == 1) {
-    const int k = s.kernel_h, st = s.stride_h;
-    if (k == 3 && st == 1) fn = nchw_plane_k<3, 1>;
-    if (k == 3 && st == 2) fn = nchw_plane_k<3, 2>;
-    if (k == 5 && st == 1) fn = nchw_plane_k<5, 1>;
-    if (k == 5 && st == 2) fn = nchw_plane_k<5, 2>;
+  const int64_t H = s.in_h, W = s.in_w, pt = s.pad_top;
+  const int64_t in_plane = H * W, out_plane = OH * OW;
+  const int K = s.kernel_h, S = s.stride_h;
+  if (s.kernel_w == K && s.stride_w == S && s.dilation_h == 1 && s.dilation_w == 1 &&
+      (K == 3 || K == 5) && (S == 1 || (S == 2 && s.pad_left == K / 2))) {
+    int RM;
+    StripFn fns[16] = {};
+    if (K == 3 && S == 1) {
+      RM = strip_rows<3, 1>();
+      for (int n = 1; n <= RM; ++n) fns[n] = strip_fn<3, 1, strip_rows<3, 1>()>(n);
+    } else if (K == 3) {
+      RM = strip_rows<3, 2>();
+      for (int n = 1; n <= RM; ++n) fns[n] = strip_fn<3, 2, strip_rows<3, 2>()>(n);
+    } else if (S == 1) {
+      RM = strip_rows<5, 1>();
+      for (int n = 1; n <= RM; ++n) fns[n] = strip_fn<5, 1, strip_rows<5, 1>()>(n);
+    } else {
+      RM = strip_rows<5, 2>();
+      for (int n = 1; n <= RM; ++n) fns[n] = strip_fn<5, 2, strip_rows<5, 2>()>(n);
+    }
+    // The zero row: masked loads only read its first W floats.
+    float* zero = thread_scratch(W);
+    std::memset(zero, 0, sizeof(float) * W);
+    const float* rows[64];
+    const Mask tail = lanes_mask(OW - (nvec - 1) * kLanes);
+    for (int64_t plane = plane_begin; plane < plane_end; ++plane) {
+      const int64_t c = plane % C;
+      const float* in = input + plane * in_plane;
+      float* out = output + plane * out_plane;
+      for (int64_t oy0 = 0; oy0 < OH; oy0 += RM) {
+        const int n = int(OH - oy0 < RM ? OH - oy0 : RM);
+        const int64_t nr = int64_t(n - 1) * S + K, y0 = oy0 * S - pt;
+        for (int64_t i = 0; i < nr; ++i) {
+          const int64_t y = y0 + i;
+          rows[i] = y >= 0 && y < H ? in + y * W : zero;
+        }
+        const StripArgs args{rows, W, s.pad_left, nvec, tail, packed + padded + c, padded,
+                             packed[c], out + oy0 * OW, OW, s.activation};
+        fns[n](args);
+      }
+    }
+    return;
   }
-  const int64_t in_plane = s.in_h * s.in_w, out_plane = OH * OW;
+
+  // Anything else: a zero-padded, phase-split copy of each plane.
+  const int64_t r = nvec * kLanes + int64_t(s.kernel_w - 1) * s.dilation_w / s.stride_w + 1;
+  const int64_t row_floats = s.stride_w * r;
+  const int64_t hp = (OH - 1) * s.stride_h + int64_t(s.kernel_h - 1) * s.dilation_h + 1;
+  float* scr = thread_scratch(hp * row_floats);
+  std::memset(scr, 0, sizeof(float) * hp * row_floats);
   for (int64_t plane = plane_begin; plane < plane_end; ++plane) {
     const int64_t c = plane % C;
-    copy_plane(s, input + plane * in_plane, scr, hp, r);
+    copy_plane(s, nullptr, input + plane * in_plane, scr, hp, r);
     const NchwPlaneArgs args{&s, scr, r, packed + padded + c, padded, packed[c],
                              output + plane * out_plane};
-    fn(args);
+    nchw_plane_generic(args);
   }
 }
 
