@@ -136,7 +136,7 @@ void copy_plane(const DwConvShape& s, const PhaseSpan* spans, const float* in, f
 // (ky, kx) order, padding taps included (w * 0), as in the other paths.
 template <int K, int S>
 constexpr int strip_rows() {
-  return K == 3 ? (S == 1 ? 14 : 7) : 4;
+  return K == 3 ? (S == 1 ? 14 : 7) : (S == 1 ? 6 : 6);
 }
 
 // A value the compiler must keep in a register: otherwise it folds the load into every FMA
@@ -158,15 +158,18 @@ inline Mask range_mask(int64_t lo, int64_t n) {
 inline Vec perm2(Vec a, __m512i idx, Vec b) { return _mm512_permutex2var_ps(a, idx, b); }
 
 struct StripArgs {
-  const float* const* rows;  // (R - 1) * S + K input rows (or the zero row)
-  int64_t w;                 // input width
-  int64_t pl;                // left padding (K / 2 for stride 2)
-  int64_t nvec;              // 16-column blocks per output row
-  Mask tail;                 // valid lanes of the last block
-  const float* taps;         // tap t of this channel at taps[t * padded]
+  const float* in;    // input plane
+  const float* zero;  // a zero row (masked loads read only its first w floats)
+  int64_t h, w;       // input size
+  int64_t pt, pl;     // top / left padding (pl = K / 2 for stride 2)
+  int64_t oy0;        // first output row
+  int64_t count;      // strips of R rows, consecutive from oy0
+  int64_t nvec;       // 16-column blocks per output row
+  Mask tail;          // valid lanes of the last block
+  const float* taps;  // tap t of this channel at taps[t * padded]
   int64_t padded;
   float bias;
-  float* out;  // first output row of the strip
+  float* out;  // output plane
   int64_t ow;
   Activation act;
 };
@@ -184,14 +187,12 @@ void strip_k(const StripArgs& a) {
     wf[t] = a.taps[t * a.padded];
     if constexpr (WR) w[t] = vset1(wf[t]);
   }
+  const float* wp = wf;
   auto weight = [&](int t) {
     if constexpr (WR) return w[t];
-    else return vset1(wf[t]);
+    else return vset1(wp[t]);
   };
-  const float* rows[NR];
-#pragma GCC unroll 32
-  for (int i = 0; i < NR; ++i) rows[i] = a.rows[i];
-  const int64_t W = a.w, pl = a.pl, nvec = a.nvec, ow = a.ow;
+  const int64_t H = a.h, W = a.w, pl = a.pl, nvec = a.nvec, ow = a.ow;
   const Activation act = a.act;
   const Vec bias = vset1(a.bias);
   const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
@@ -201,6 +202,12 @@ void strip_k(const StripArgs& a) {
   const __m512i right1b = _mm512_setr_epi32(14, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30);
   // (a, b) -> a[1..15], b[0]
   const __m512i left1 = _mm512_setr_epi32(1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16);
+  for (int64_t strip = 0; strip < a.count; ++strip) {
+  const int64_t oy = a.oy0 + strip * R, y0 = oy * S - a.pt;
+  const float* rows[NR];
+#pragma GCC unroll 32
+  for (int i = 0; i < NR; ++i) rows[i] = y0 + i >= 0 && y0 + i < H ? a.in + (y0 + i) * W : a.zero;
+  float* out = a.out + oy * ow;
   for (int64_t v = 0; v < nvec; ++v) {
     const int64_t x0 = v * kLanes;
     Vec acc[R];
@@ -232,6 +239,8 @@ void strip_k(const StripArgs& a) {
 #pragma GCC unroll 32
       for (int i = 0; i < NR; ++i) {
         const float* p = rows[i] + b;
+        // Opaque per row: the broadcasts stay memory operands instead of hoisted, spilled zmm.
+        if constexpr (!WR) asm("" : "+r"(wp));
         const Vec prev = vloadm(p - kLanes, mp);
         const Vec lo = vloadm(p, ma), hi = vloadm(p + kLanes, mb);
         const Vec e = perm2(lo, even, hi), o = perm2(lo, odd, hi);
@@ -259,7 +268,8 @@ void strip_k(const StripArgs& a) {
     }
     const Mask m = v == nvec - 1 ? a.tail : full_mask();
 #pragma GCC unroll 16
-    for (int u = 0; u < R; ++u) vstorem(a.out + u * ow + x0, m, activate(act, acc[u]));
+    for (int u = 0; u < R; ++u) vstorem(out + u * ow + x0, m, activate(act, acc[u]));
+  }
   }
 }
 
@@ -363,23 +373,18 @@ void dwconv_nchw_planes(const DwConvShape& s, const float* input, const float* p
     // The zero row: masked loads only read its first W floats.
     float* zero = thread_scratch(W);
     std::memset(zero, 0, sizeof(float) * W);
-    const float* rows[64];
     const Mask tail = lanes_mask(OW - (nvec - 1) * kLanes);
+    // Balanced strips: `big` strips of q + 1 rows, then strips of q rows (q + 1 <= RM).
+    const int64_t strips = (OH + RM - 1) / RM, q = OH / strips, big = OH - q * strips;
     for (int64_t plane = plane_begin; plane < plane_end; ++plane) {
       const int64_t c = plane % C;
-      const float* in = input + plane * in_plane;
-      float* out = output + plane * out_plane;
-      for (int64_t oy0 = 0; oy0 < OH; oy0 += RM) {
-        const int n = int(OH - oy0 < RM ? OH - oy0 : RM);
-        const int64_t nr = int64_t(n - 1) * S + K, y0 = oy0 * S - pt;
-        for (int64_t i = 0; i < nr; ++i) {
-          const int64_t y = y0 + i;
-          rows[i] = y >= 0 && y < H ? in + y * W : zero;
-        }
-        const StripArgs args{rows, W, s.pad_left, nvec, tail, packed + padded + c, padded,
-                             packed[c], out + oy0 * OW, OW, s.activation};
-        fns[n](args);
-      }
+      StripArgs args{input + plane * in_plane, zero, H, W, pt, s.pad_left, 0, big, nvec, tail,
+                     packed + padded + c, padded, packed[c], output + plane * out_plane, OW,
+                     s.activation};
+      if (big > 0) fns[q + 1](args);
+      args.oy0 = big * (q + 1);
+      args.count = strips - big;
+      fns[q](args);
     }
     return;
   }
