@@ -1,144 +1,154 @@
 // AVX-512 fused depthwise conv + bias + activation, NHWC (channels-last).
 //
-// Vector over 16 channels (masked tail for C % 16). Per output row and channel tile the kh*kw
-// weight vectors stay in registers and the interior pixels (every tap inside the input) are
-// computed P at a time without any bounds checks (3x3 and 5x5, stride 1/2, dilation 1:
-// compile-time specialisations). Edge pixels and leftover interior pixels use masked FMAs;
-// every other shape goes pixel by pixel: the valid taps are listed once per pixel and the
-// channels run 4 tiles at a time. Small images go through zero-bordered scratch tiles
-// (dwconv_pad_avx512.h). Rows outside the input are skipped per output row.
+// Vector over 16 channels (masked tail for C % 16). For k x k kernels (3, 5), stride 1/2 and
+// dilation 1/2 a compile-time kernel computes a group of P consecutive output pixels of one
+// row for one channel tile with the P accumulators in registers: per kernel row it loads the
+// k weight vectors of that row, then walks the (P - 1) * S + (k - 1) * D + 1 input pixels the
+// group touches, loading each once and feeding it to every output pixel it is a tap of. That
+// is about half a load per FMA (one per FMA if every tap were loaded), which is what bounds
+// these kernels. Groups that reach past the left/right edge load with per-pixel masks (zeros
+// outside the input, no memory touched); rows outside the input are skipped. Channel tiles
+// are the outer loop, so the input rows of one tile stay in L1 while the output rows that
+// share them are computed. Every other shape goes pixel by pixel over all channels.
 //
-// Every output element is bias + sum over taps in (ky, kx) order, one FMA per tap, computed by
-// exactly one call: results do not depend on how rows are split between threads.
-// Compiled with AVX-512 flags: internal linkage, no STL, scratch from thread_scratch().
+// Every output element is bias + sum over its taps in (ky, kx) order, one FMA per tap, computed
+// by exactly one group: results do not depend on how rows are split between threads (a group
+// that overlaps its neighbour recomputes the same values).
+// Compiled with AVX-512 flags: internal linkage, no STL.
 #include <cstdint>
 
-#include "dwconv_pad_avx512.h"
 #include "kernels.h"
 #include "simd_avx512.h"
 
 namespace mnv3ext::avx512 {
 namespace {
 
-// Output pixels per NHWC interior step and whether the weights stay in registers.
-constexpr int nhwc_pixels(int taps) { return taps <= 9 ? 8 : 5; }
-constexpr int nhwc_pixels_tail(int taps) { return nhwc_pixels(taps); }  // must match: one split per row
-constexpr bool nhwc_weights_in_regs(int taps) { return taps <= 25; }
-
-// One output row, one channel tile. rows[ky] points at input row iy = oy*sh - pt + ky*dh at
-// the tile's first channel, or is null when that row is padding. wp = packed + c0, out = output
-// row + c0. Pixels [0, ox_l) and [ox_r, out_w) need column checks, [ox_l, ox_r) do not.
-struct NhwcTileArgs {
-  const DwConvShape* s;
-  const float* const* rows;
-  const float* wp;
+// One channel tile of R consecutive output rows of one image.
+constexpr int kMaxRows = 2;
+constexpr int kMaxInputRows = (kMaxRows - 1) * 2 + 6 * 2 + 1;  // S <= 2; k <= 7 at D = 2 unused
+struct RowTile {
+  const float* rows[kMaxInputRows];  // input rows at the tile's channel, null = padding
+  const float* weights;  // packed + c0: bias vector, then tap t at weights + (1 + t) * padded
   int64_t padded;
-  float* out;
-  int64_t ox_l, ox_r;
-  Mask m;
+  int64_t channels;      // pixel stride in floats
+  int64_t in_w, pad_left;
+  float* out[kMaxRows];  // output rows at the tile's channel
+  Mask mask;             // the tile's channels
+  Activation activation;
 };
 
+template <Activation A, int P>
+inline void store_pixels(float* out, int64_t C, Mask m, const Vec* acc) {
+#pragma GCC unroll 16
+  for (int p = 0; p < P; ++p) vstorem(out + p * C, m, activate_t<A>(acc[p]));
+}
 
-// stride C is a run-time value), runs out of registers and spills in the inner loop.
-template <int KH, int KW, int S, bool Tail, Activation A>
-int64_t nhwc_tile_k(const NhwcTileArgs& a) {
-  constexpr int T = KH * KW;
-  constexpr bool WR = nhwc_weights_in_regs(T);
-  constexpr int P = Tail ? nhwc_pixels_tail(T) : nhwc_pixels(T);
-  constexpr int J = (P - 1) * S + KW;  // input pixels per row and group
-  const int64_t C = a.s->channels, pl = a.s->pad_left;
-  const int64_t padded = a.padded;
-  const float* wp = a.wp;
-  const Mask m = a.m;
-  float* const out = a.out;
-  const int64_t ox_r = a.ox_r;
-  const float* rows[KH];
-  for (int ky = 0; ky < KH; ++ky) rows[ky] = a.rows[ky];
-  Vec w[WR ? T : 1];
-  if constexpr (WR)
-#pragma GCC unroll 32
-    for (int t = 0; t < T; ++t) w[t] = vload(wp + (1 + t) * padded);
-  auto weight = [&](int t) {
-    if constexpr (WR) return w[t];
-    else return vload(wp + (1 + t) * padded);
-  };
-  const Vec bias = vload(wp);
+// Output pixels [ox, ox + P) of R rows of one tile. Input row i (of the (R - 1) * S + (KH - 1)
+// * D + 1 the rows touch) is walked once and feeds every output row it is a kernel row of.
+// Edge: some of the group's input pixels lie outside the row.
+template <int KH, int KW, int S, int D, int P, int R, bool Edge>
+void nhwc_group(const RowTile& a, int64_t ox) {
+  constexpr int IR = (R - 1) * S + (KH - 1) * D + 1;
+  constexpr int J = (P - 1) * S + (KW - 1) * D + 1;  // input pixels per input row
+  const int64_t C = a.channels, ix0 = ox * S - a.pad_left;
+  const Mask m = a.mask;
+  Mask mj[Edge ? J : 1];
+  if constexpr (Edge)
+    for (int j = 0; j < J; ++j) mj[j] = (ix0 + j >= 0 && ix0 + j < a.in_w) ? m : no_mask();
+  const Vec bias = vload(a.weights);
+  Vec acc[R][P];
+#pragma GCC unroll 4
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 16
+    for (int p = 0; p < P; ++p) acc[r][p] = bias;
   const uintptr_t step = uintptr_t(C) * sizeof(float);
-  int64_t ox = a.ox_l;
-  for (; ox + P <= ox_r; ox += P) {
-    Vec acc[P];
 #pragma GCC unroll 16
-    for (int p = 0; p < P; ++p) acc[p] = bias;
-    const int64_t off = (ox * S - pl) * C;
+  for (int i = 0; i < IR; ++i) {
+    if (!a.rows[i]) continue;
+    // The kernel row of input row i for output row r, or -1.
+    auto kernel_row = [](int i, int r) {
+      const int dy = i - r * S;
+      return (dy >= 0 && dy % D == 0 && dy / D < KH) ? dy / D : -1;
+    };
+    Vec w[R][KW];
+#pragma GCC unroll 4
+    for (int r = 0; r < R; ++r) {
+      const int ky = kernel_row(i, r);
+      if (ky < 0) continue;
 #pragma GCC unroll 8
-    for (int ky = 0; ky < KH; ++ky) {
-      if (!rows[ky]) continue;
-      uintptr_t x = reinterpret_cast<uintptr_t>(rows[ky] + off);
+      for (int kx = 0; kx < KW; ++kx) w[r][kx] = vload(a.weights + (1 + ky * KW + kx) * a.padded);
+    }
+    // Formed as an integer: at the left edge the first pixels lie before the row.
+    uintptr_t x = reinterpret_cast<uintptr_t>(a.rows[i]) + uintptr_t(ix0 * C * 4);
 #pragma GCC unroll 32
-      for (int j = 0; j < J; ++j) {
-        const Vec v = ld<Tail>(reinterpret_cast<const float*>(x), m);
+    for (int j = 0; j < J; ++j) {
+      const Vec v = vloadm(reinterpret_cast<const float*>(x), Edge ? mj[j] : m);
+#pragma GCC unroll 4
+      for (int r = 0; r < R; ++r) {
+        if (kernel_row(i, r) < 0) continue;
 #pragma GCC unroll 16
         for (int p = 0; p < P; ++p) {
-          const int kx = j - p * S;
-          if (kx >= 0 && kx < KW) acc[p] = vfma(weight(ky * KW + kx), v, acc[p]);
+          const int t = j - p * S;  // kx * D when this pixel is a tap of output p
+          if (t >= 0 && t % D == 0 && t / D < KW) acc[r][p] = vfma(w[r][t / D], v, acc[r][p]);
         }
-        x += step;
-        __asm__("" : "+r"(x));
       }
+      // Opaque step: otherwise the compiler keeps one address register per pixel offset (the
+      // stride C is a run-time value), runs out of registers and spills in this loop.
+      x += step;
+      __asm__("" : "+r"(x));
     }
-#pragma GCC unroll 16
-    for (int p = 0; p < P; ++p) st<Tail>(out + (ox + p) * C, m, activate_t<A>(acc[p]));
   }
-  return ox;
+#pragma GCC unroll 4
+  for (int r = 0; r < R; ++r) {
+    float* out = a.out[r] + ox * C;
+    switch (a.activation) {
+      case Activation::kRelu: store_pixels<Activation::kRelu, P>(out, C, m, acc[r]); break;
+      case Activation::kRelu6: store_pixels<Activation::kRelu6, P>(out, C, m, acc[r]); break;
+      case Activation::kHardswish: store_pixels<Activation::kHardswish, P>(out, C, m, acc[r]); break;
+      default: store_pixels<Activation::kNone, P>(out, C, m, acc[r]); break;
+    }
+  }
 }
-using NhwcTileFn = int64_t (*)(const NhwcTileArgs&);
 
-// Pixels [0, ox_l) and [done, out_w) of one output row for one channel tile (the edges and the
-// interior leftovers), as one sequence:
-// P at a time with the weights in registers; a tap outside the input is skipped with a masked
-// FMA (lanes keep their accumulator, masked loads touch no memory), so the arithmetic is the
-// same as skipping the tap. A last partial group recomputes its last pixel.
-template <int KH, int KW, int S>
-void nhwc_tile_checked(const NhwcTileArgs& a, int64_t done) {
-  constexpr int T = KH * KW;
-  constexpr int P = T <= 9 ? 8 : 4;  // 4 for 5x5: fewer repeats on 7-wide rows, fewer spills
-  const int64_t C = a.s->channels, W = a.s->in_w, pl = a.s->pad_left, padded = a.padded;
-  const float* wp = a.wp;
-  const Activation act = a.s->activation;
-  Vec w[T];
-  for (int t = 0; t < T; ++t) w[t] = vload(wp + (1 + t) * padded);
-  const Vec bias = vload(wp);
-  const int64_t ox_l = a.ox_l, count = ox_l + a.s->out_w - done;
-  for (int64_t i = 0; i < count; i += P) {
-    int64_t px[P];
-    for (int p = 0; p < P; ++p) {
-      const int64_t j = i + p < count ? i + p : count - 1;
-      px[p] = j < ox_l ? j : done + (j - ox_l);
-    }
-    Mask valid[P][KW];
-    for (int p = 0; p < P; ++p)
-      for (int kx = 0; kx < KW; ++kx) {
-        const int64_t ix = px[p] * S - pl + kx;
-        valid[p][kx] = (ix >= 0 && ix < W) ? a.m : no_mask();
-      }
-    Vec acc[P];
-    for (int p = 0; p < P; ++p) acc[p] = bias;
-    for (int ky = 0; ky < KH; ++ky) {
-      if (!a.rows[ky]) continue;
-      const float* r = a.rows[ky];
-      for (int kx = 0; kx < KW; ++kx)
-        for (int p = 0; p < P; ++p) {
-          const Mask k = valid[p][kx];
-          // Address formed as an integer: it may lie outside the input when k is empty.
-          const float* x = reinterpret_cast<const float*>(
-              reinterpret_cast<uintptr_t>(r) + uintptr_t((px[p] * S - pl + kx) * C * 4));
-          acc[p] = _mm512_mask3_fmadd_ps(w[ky * KW + kx], vloadm(x, k), acc[p], k);
-        }
-    }
-    for (int p = 0; p < P; ++p) vstorem(a.out + px[p] * C, a.m, activate(act, acc[p]));
-  }
+using GroupFn = void (*)(const RowTile&, int64_t);
+struct GroupKernels {
+  int pixels;  // P
+  GroupFn interior[kMaxRows], edge[kMaxRows];  // [R - 1]
+};
+
+template <int KH, int KW, int S, int D, int P>
+GroupKernels group_kernels() {
+  return {P,
+          {nhwc_group<KH, KW, S, D, P, 1, false>, nhwc_group<KH, KW, S, D, P, 2, false>},
+          {nhwc_group<KH, KW, S, D, P, 1, true>, nhwc_group<KH, KW, S, D, P, 2, true>}};
 }
-using NhwcCheckedFn = void (*)(const NhwcTileArgs&, int64_t);
+
+// 7 pixels per group when the row is a multiple of 7 (MobileNetV3's 7, 14, 28 wide rows), else 8
+// (with the last group overlapping its neighbour). None when the shape has no specialisation
+// or the row is narrower than a group.
+template <int K, int S, int D>
+GroupKernels pick_pixels(int64_t out_w) {
+  if (out_w % 7 == 0) return group_kernels<K, K, S, D, 7>();
+  if (out_w >= 8) return group_kernels<K, K, S, D, 8>();
+  return {0, {nullptr, nullptr}, {nullptr, nullptr}};
+}
+
+GroupKernels pick_group_kernels(const DwConvShape& s) {
+  if (s.kernel_h != s.kernel_w || s.stride_h != s.stride_w || s.dilation_h != s.dilation_w)
+    return {0, {nullptr, nullptr}, {nullptr, nullptr}};
+  const int k = s.kernel_h, st = s.stride_h, d = s.dilation_h;
+  const int64_t ow = s.out_w;
+  if (d == 1) {
+    if (k == 3 && st == 1) return pick_pixels<3, 1, 1>(ow);
+    if (k == 3 && st == 2) return pick_pixels<3, 2, 1>(ow);
+    if (k == 5 && st == 1) return pick_pixels<5, 1, 1>(ow);
+    if (k == 5 && st == 2) return pick_pixels<5, 2, 1>(ow);
+  } else if (d == 2 && st == 1) {  // LR-ASPP's dilated last stage
+    if (k == 3) return pick_pixels<3, 1, 2>(ow);
+    if (k == 5) return pick_pixels<5, 1, 2>(ow);
+  }
+  return {0, {nullptr, nullptr}, {nullptr, nullptr}};
+}
 
 // One output pixel over all channels, any shape: the valid taps are listed once, then the
 // channels go 4 tiles at a time (4 independent FMA chains), weights read from memory.
@@ -190,128 +200,76 @@ void nhwc_pixel(const DwConvShape& s, const float* const* base, const float* pac
   }
 }
 
-// ---- NHWC, small images: per band of output rows and channel tile, the padded input rows
-// of the band go into a zero-bordered (rows, wp, kLanes) scratch; every pixel then takes the
-// interior kernel with the tap weights in registers for the whole band.
-constexpr int64_t kPaddedMaxWidth = 14;
-constexpr int64_t kBandFloats = 12288;  // 48 KiB of scratch per band and tile
-void nhwc_padded(const DwConvShape& s, const float* input, const float* packed, float* output,
-                 int64_t row_begin, int64_t row_end, PadFn fn) {
-  const int64_t C = s.channels, padded = padded_channels(C);
-  const int64_t H = s.in_h, W = s.in_w, OH = s.out_h, OW = s.out_w;
-  const int64_t K = s.kernel_h, S = s.stride_h, pt = s.pad_top, pl = s.pad_left;
-  const int64_t wp = (OW - 1) * S + K;
-  const int64_t max_rows = kBandFloats / (wp * kLanes);
-  int64_t band = max_rows <= K ? 1 : (max_rows - K) / S + 1;
-  if (band > OH) band = OH;
-  float* scr = thread_scratch(((band - 1) * S + K) * wp * kLanes);
-  const int64_t xa = pl < wp ? pl : wp, xb = pl + W < wp ? pl + W : wp;
-  for (int64_t row = row_begin; row < row_end;) {
-    const int64_t n = row / OH, oy0 = row % OH;
-    const int64_t oy1 = OH - oy0 < row_end - row ? OH : oy0 + (row_end - row);
-    for (int64_t b0 = oy0; b0 < oy1; b0 += band) {
-      const int64_t b1 = b0 + band < oy1 ? b0 + band : oy1;
-      const int64_t nr = (b1 - b0 - 1) * S + K;
-      for (int64_t c0 = 0; c0 < C; c0 += kLanes) {
-        const Mask m = lanes_mask(C - c0);
-        for (int64_t yy = 0; yy < nr; ++yy) {
-          const int64_t iy = b0 * S + yy - pt;
-          float* dst = scr + yy * wp * kLanes;
-          if (iy < 0 || iy >= H) {
-            for (int64_t x = 0; x < wp; ++x) vstore(dst + x * kLanes, vzero());
-            continue;
-          }
-          const float* src = input + ((n * H + iy) * W - pl) * C + c0;
-          int64_t x = 0;
-          for (; x < xa; ++x) vstore(dst + x * kLanes, vzero());
-          for (; x < xb; ++x) vstore(dst + x * kLanes, vloadm(src + x * C, m));
-          for (; x < wp; ++x) vstore(dst + x * kLanes, vzero());
-        }
-        const PadArgs args{&s, scr, wp, packed + c0, padded, b1 - b0, OW,
-                           output + ((n * OH + b0) * OW) * C + c0, C, m};
-        fn(args);
-      }
-    }
-    row += oy1 - oy0;
-  }
-}
-
-template <int KH, int KW, int S, Activation A>
-void pick_nhwc_act(NhwcTileFn& full, NhwcTileFn& tail) {
-  full = nhwc_tile_k<KH, KW, S, false, A>;
-  tail = nhwc_tile_k<KH, KW, S, true, A>;
-}
-template <int KH, int KW, int S>
-void pick_nhwc(Activation act, NhwcTileFn& full, NhwcTileFn& tail, NhwcCheckedFn& checked) {
-  switch (act) {
-    case Activation::kRelu: pick_nhwc_act<KH, KW, S, Activation::kRelu>(full, tail); break;
-    case Activation::kRelu6: pick_nhwc_act<KH, KW, S, Activation::kRelu6>(full, tail); break;
-    case Activation::kHardswish:
-      pick_nhwc_act<KH, KW, S, Activation::kHardswish>(full, tail);
-      break;
-    default: pick_nhwc_act<KH, KW, S, Activation::kNone>(full, tail); break;
-  }
-  checked = nhwc_tile_checked<KH, KW, S>;
-}
-
 }  // namespace
 
 void dwconv_nhwc_rows(const DwConvShape& s, const float* input, const float* packed,
                       float* output, int64_t row_begin, int64_t row_end) {
   const int64_t C = s.channels, padded = padded_channels(C);
   const int64_t H = s.in_h, W = s.in_w, OH = s.out_h, OW = s.out_w;
-  const int64_t SW = s.stride_w, pl = s.pad_left;
-  // Interior columns: every tap inside the input.
-  int64_t ox_l = (pl + SW - 1) / SW;
-  if (ox_l > OW) ox_l = OW;
-  const int64_t last = W - 1 + pl - int64_t(s.kernel_w - 1) * s.dilation_w;
-  int64_t ox_r = last < 0 ? 0 : last / SW + 1;
-  if (ox_r > OW) ox_r = OW;
-  if (ox_r < ox_l) ox_r = ox_l;
-
-  NhwcTileFn full = nullptr, tail = nullptr;
-  NhwcCheckedFn checked = nullptr;
-  if (s.kernel_h == s.kernel_w && s.stride_h == s.stride_w && s.dilation_h == 1 &&
-      s.dilation_w == 1) {
-    const int k = s.kernel_h, st = s.stride_h;
-    if (k == 3 && st == 1) pick_nhwc<3, 3, 1>(s.activation, full, tail, checked);
-    if (k == 3 && st == 2) pick_nhwc<3, 3, 2>(s.activation, full, tail, checked);
-    if (k == 5 && st == 1) pick_nhwc<5, 5, 1>(s.activation, full, tail, checked);
-    if (k == 5 && st == 2) pick_nhwc<5, 5, 2>(s.activation, full, tail, checked);
-  }
-
-  // Small images (edges a large part of every row): zero-bordered bands, one uniform kernel.
-  if (OW <= kPaddedMaxWidth) {
-    if (const PadFn pf = pick_pad_fn(s, false)) {
-      nhwc_padded(s, input, packed, output, row_begin, row_end, pf);
-      return;
-    }
-  }
-  const float* base[8];
-  const float* rows[8];
-  for (int64_t row = row_begin; row < row_end; ++row) {
-    const int64_t n = row / OH, oy = row % OH;
-    for (int ky = 0; ky < s.kernel_h; ++ky) {
-      const int64_t iy = oy * s.stride_h - s.pad_top + int64_t(ky) * s.dilation_h;
-      base[ky] = (iy < 0 || iy >= H) ? nullptr : input + (n * H + iy) * W * C;
-    }
-    float* out_row = output + row * OW * C;
-    // Interior groups per channel tile (weights in registers), the rest pixel by pixel.
-    int64_t done = ox_l;
-    if (full) {
-      for (int64_t c0 = 0; c0 < C; c0 += kLanes) {
-        for (int ky = 0; ky < s.kernel_h; ++ky) rows[ky] = base[ky] ? base[ky] + c0 : nullptr;
-        const NhwcTileArgs args{&s, rows, packed + c0, padded, out_row + c0, ox_l, ox_r,
-                                lanes_mask(C - c0)};
-        done = C - c0 >= kLanes ? full(args) : tail(args);
-        // Edge pixels of this tile with masked FMAs (AVX-512 only).
-        checked(args, done);
+  const float* base[7];
+  constexpr int64_t kTileOuterMaxBytes = 512 * 1024;
+  const GroupKernels g = pick_group_kernels(s);
+  if (!g.interior[0]) {
+    for (int64_t row = row_begin; row < row_end; ++row) {
+      const int64_t n = row / OH, oy = row % OH;
+      for (int ky = 0; ky < s.kernel_h; ++ky) {
+        const int64_t iy = oy * s.stride_h - s.pad_top + int64_t(ky) * s.dilation_h;
+        base[ky] = (iy < 0 || iy >= H) ? nullptr : input + (n * H + iy) * W * C;
       }
-      continue;
+      for (int64_t ox = 0; ox < OW; ++ox)
+        nhwc_pixel(s, base, packed, padded, output + (row * OW + ox) * C, ox);
     }
-    for (int64_t ox = 0; ox < ox_l; ++ox) nhwc_pixel(s, base, packed, padded, out_row + ox * C, ox);
-    for (int64_t ox = done; ox < OW; ++ox)
-      nhwc_pixel(s, base, packed, padded, out_row + ox * C, ox);
+    return;
+  }
+  // Group starts: every P pixels, the last one moved back to end at the row's end. A group is
+  // interior when all its input pixels lie inside the row.
+  const int64_t P = g.pixels, SW = s.stride_w, SH = s.stride_h, DH = s.dilation_h;
+  const int64_t J = (P - 1) * SW + int64_t(s.kernel_w - 1) * s.dilation_w + 1;
+  RowTile t;
+  t.padded = padded;
+  t.channels = C;
+  t.in_w = W;
+  t.pad_left = s.pad_left;
+  t.activation = s.activation;
+  // Rows [row, row + nrows) of one image, channels [c0, c0 + 16).
+  auto run = [&](int64_t row, int nrows, int64_t c0) {
+    const int64_t n = row / OH, oy = row % OH;
+    const int64_t input_rows = (nrows - 1) * SH + int64_t(s.kernel_h - 1) * DH + 1;
+    for (int64_t i = 0; i < input_rows; ++i) {
+      const int64_t iy = oy * SH - s.pad_top + i;
+      t.rows[i] = (iy < 0 || iy >= H) ? nullptr : input + (n * H + iy) * W * C + c0;
+    }
+    for (int r = 0; r < nrows; ++r) t.out[r] = output + (row + r) * OW * C + c0;
+    t.weights = packed + c0;
+    t.mask = lanes_mask(C - c0);
+    const GroupFn interior = g.interior[nrows - 1], edge = g.edge[nrows - 1];
+    for (int64_t ox = 0; ox < OW; ox += P) {
+      const int64_t start = ox + P <= OW ? ox : OW - P;
+      const int64_t ix0 = start * SW - s.pad_left;
+      (ix0 >= 0 && ix0 + J <= W ? interior : edge)(t, start);
+    }
+  };
+  // Two rows per step while both are in [row_begin, row_end) and the same image.
+  auto rows_at = [&](int64_t row) {
+    return (row + 1 < row_end && (row + 1) % OH != 0) ? 2 : 1;
+  };
+  // Images that fit in L2 go channel tile by tile (a tile's input rows stay in L1 while every
+  // output row that reads them is computed); larger ones row by row, all tiles at once, so
+  // each input row streams from memory once.
+  const bool tile_outer = H * W * C * int64_t(sizeof(float)) <= kTileOuterMaxBytes;
+  if (tile_outer) {
+    for (int64_t c0 = 0; c0 < C; c0 += kLanes)
+      for (int64_t row = row_begin; row < row_end;) {
+        const int nrows = rows_at(row);
+        run(row, nrows, c0);
+        row += nrows;
+      }
+  } else {
+    for (int64_t row = row_begin; row < row_end;) {
+      const int nrows = rows_at(row);
+      for (int64_t c0 = 0; c0 < C; c0 += kLanes) run(row, nrows, c0);
+      row += nrows;
+    }
   }
 }
 
