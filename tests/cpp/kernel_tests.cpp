@@ -433,6 +433,11 @@ std::vector<ConvCase> conv_cases(bool quick) {
   cases.push_back(ConvCase{2, 72, 28, 28, 3, 3, 2, 2, 1, 1, 1, 1, 1, 1, Activation::kRelu, 0});
   cases.push_back(ConvCase{1, 72, 28, 28, 5, 5, 1, 1, 1, 1, 2, 2, 2, 2, Activation::kRelu, 0});
   cases.push_back(ConvCase{2, 40, 14, 14, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, Activation::kHardswish, 0});
+  // Interior pixel groups of the dilated NHWC kernels, odd row counts (single-row steps at
+  // image ends) and rows that are neither multiples of 7 nor of 8.
+  cases.push_back(ConvCase{2, 33, 29, 31, 5, 5, 1, 1, 2, 2, 4, 4, 4, 4, Activation::kHardswish, 0});
+  cases.push_back(ConvCase{3, 17, 23, 40, 3, 3, 2, 2, 1, 1, 1, 1, 1, 1, Activation::kRelu6, 0});
+  cases.push_back(ConvCase{1, 24, 19, 61, 3, 3, 1, 1, 2, 2, 2, 2, 2, 2, Activation::kNone, 0});
   if (!quick) {
     cases.push_back(ConvCase{1, 120, 28, 28, 5, 5, 1, 1, 1, 1, 2, 2, 2, 2, Activation::kRelu, 0});
     cases.push_back(ConvCase{1, 16, 56, 56, 3, 3, 2, 2, 1, 1, 0, 0, 1, 1, Activation::kRelu6, 0});
