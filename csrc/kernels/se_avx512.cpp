@@ -30,6 +30,12 @@ inline __mmask16 tail_mask(int64_t n) {  // n in [0, 16]
   return __mmask16((1u << n) - 1u);
 }
 
+// Lanes [lo, hi) of a 16-lane vector, clamped to [0, 16).
+inline __mmask16 range_mask(int64_t lo, int64_t hi) {
+  auto first = [](int64_t n) { return tail_mask(n < 0 ? 0 : (n > kLanes ? kLanes : n)); };
+  return __mmask16(first(hi) & ~first(lo));
+}
+
 // Transposing add tree: out lane r = sum of the 16 lanes of v[r] (in the fixed tree order).
 inline __m512 reduce16(__m512 v[16]) {
   // Step 1 (lane i + lane i+8): pair rows (r, r+1) into one vector: low 256 bits of the
@@ -96,6 +102,36 @@ inline __m512 group_sums(const float* const rows[16], const float* x, int64_t le
         acc[r] = _mm512_mask_add_ps(acc[r], m, acc[r], _mm512_maskz_loadu_ps(m, rows[r] + k));
     }
   }
+  return reduce16(acc);
+}
+
+#define MNV3EXT_UNROLL _Pragma("GCC unroll 16")
+
+// Dot products of rows whose length is 8 (mod 16) floats, the first one 32-byte aligned: rows
+// then start alternately at offset 0 and 8 of a 64-byte line, and the plain loop above would
+// split every other load across two lines. Here each row is read as the `lines` aligned lines
+// that contain it (lanes outside the row masked off) against a copy of x shifted by the row's
+// offset (xs[r % 2]), so no load straddles lines. Row r's accumulator adds its line i in
+// order of i with lane j holding the floats at addresses = j (mod 16): the sum depends only
+// on the row's data and address, not on the group.
+inline __m512 group_dots_pairs(const float* const line[16], const float* const xs[2],
+                               const __mmask16 first[2], const __mmask16 last[2],
+                               int64_t lines) {
+  __m512 acc[16];
+  MNV3EXT_UNROLL
+  for (int r = 0; r < 16; ++r)
+    acc[r] = _mm512_mul_ps(_mm512_maskz_load_ps(first[r % 2], line[r]), _mm512_load_ps(xs[r % 2]));
+  for (int64_t i = 1; i + 1 < lines; ++i) {
+    const __m512 x0 = _mm512_load_ps(xs[0] + i * kLanes), x1 = _mm512_load_ps(xs[1] + i * kLanes);
+    MNV3EXT_UNROLL
+    for (int r = 0; r < 16; ++r)
+      acc[r] = _mm512_fmadd_ps(_mm512_load_ps(line[r] + i * kLanes), r % 2 ? x1 : x0, acc[r]);
+  }
+  const int64_t i = lines - 1;
+  MNV3EXT_UNROLL
+  for (int r = 0; r < 16; ++r)
+    acc[r] = _mm512_mask3_fmadd_ps(_mm512_maskz_load_ps(last[r % 2], line[r] + i * kLanes),
+                                   _mm512_load_ps(xs[r % 2] + i * kLanes), acc[r], last[r % 2]);
   return reduce16(acc);
 }
 
@@ -166,12 +202,44 @@ void pixel_sum(const float* input, int64_t pixels, int64_t stride, int64_t count
 
 void matvec(const float* weight, const float* bias, const float* x, int64_t rows, int64_t cols,
             float* y) {
+  const int64_t offset = int64_t(reinterpret_cast<uintptr_t>(weight) % 64) / int64_t(sizeof(float));
+  // Rows of 8 (mod 16) floats from a 32-byte aligned start (fc2 of most MobileNetV3 SE
+  // layers: S = 24, 40, 72, 120, 168): aligned lines, see group_dots_pairs.
+  const bool pairs = cols % kLanes == 8 && offset % 8 == 0 && cols > kLanes;
+  const int64_t lines = (cols + 8) / kLanes;
+  const float* xs[2];
+  __mmask16 first[2], last[2];
+  if (pairs) {
+    float* const copies = thread_scratch(2 * lines * kLanes);
+    for (int q = 0; q < 2; ++q) {  // row q (and q + 2k) starts at line offset o
+      const int64_t o = (offset + q * 8) % kLanes;
+      float* copy = copies + q * lines * kLanes;
+      for (int64_t i = 0; i < lines; ++i) {  // copy[16i + j] = x[16i + j - o], zero outside x
+        const int64_t k = i * kLanes - o;
+        const __mmask16 m = range_mask(-k, cols - k);
+        _mm512_store_ps(copy + i * kLanes, _mm512_maskz_loadu_ps(m, x + k));
+      }
+      xs[q] = copy;
+      first[q] = o == 0 ? __mmask16(0xFFFF) : __mmask16(0xFF00);
+      last[q] = o == 0 ? __mmask16(0x00FF) : __mmask16(0xFFFF);
+    }
+  }
   for (int64_t r0 = 0; r0 < rows; r0 += 16) {
     const int64_t count = rows - r0 < 16 ? rows - r0 : 16;
     const __mmask16 m = tail_mask(count);
-    const float* w[16];
-    for (int r = 0; r < 16; ++r) w[r] = weight + (r0 + (r < count ? r : 0)) * cols;
-    __m512 s = group_sums<true>(w, x, cols);
+    __m512 s;
+    if (pairs) {  // r0 is even, so row r0 + r starts at the offset of row r % 2
+      const float* line[16];
+      for (int r = 0; r < 16; ++r) {
+        const int64_t row = r0 + (r < count ? r : r % 2);
+        line[r] = weight + row * cols - (offset + (row % 2) * 8) % kLanes;
+      }
+      s = group_dots_pairs(line, xs, first, last, lines);
+    } else {
+      const float* w[16];
+      for (int r = 0; r < 16; ++r) w[r] = weight + (r0 + (r < count ? r : 0)) * cols;
+      s = group_sums<true>(w, x, cols);
+    }
     if (bias) s = _mm512_add_ps(s, _mm512_maskz_loadu_ps(m, bias + r0));
     _mm512_mask_storeu_ps(y + r0, m, s);
   }
