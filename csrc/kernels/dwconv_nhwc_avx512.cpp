@@ -37,24 +37,38 @@ struct RowTile {
   Activation activation;
 };
 
-template <Activation A, int P>
+// How a group reads its input pixels. Masked loads cost more than plain ones, so they are
+// kept for the tile with fewer than 16 channels.
+enum class Reads {
+  kInterior,  // full tile, every pixel inside the row
+  kEdge,      // full tile, pixels outside the row are skipped (their taps add nothing)
+  kMasked,    // channel tail tile: per-pixel masks, zero outside the row
+};
+
+template <Activation A, int P, bool Masked>
 inline void store_pixels(float* out, int64_t C, Mask m, const Vec* acc) {
 #pragma GCC unroll 16
-  for (int p = 0; p < P; ++p) vstorem(out + p * C, m, activate_t<A>(acc[p]));
+  for (int p = 0; p < P; ++p) {
+    if constexpr (Masked) vstorem(out + p * C, m, activate_t<A>(acc[p]));
+    else vstore(out + p * C, activate_t<A>(acc[p]));
+  }
 }
 
 // Output pixels [ox, ox + P) of R rows of one tile. Input row i (of the (R - 1) * S + (KH - 1)
 // * D + 1 the rows touch) is walked once and feeds every output row it is a kernel row of.
-// Edge: some of the group's input pixels lie outside the row.
-template <int KH, int KW, int S, int D, int P, int R, bool Edge>
+template <int KH, int KW, int S, int D, int P, int R, Reads M>
 void nhwc_group(const RowTile& a, int64_t ox) {
   constexpr int IR = (R - 1) * S + (KH - 1) * D + 1;
   constexpr int J = (P - 1) * S + (KW - 1) * D + 1;  // input pixels per input row
+  constexpr bool Masked = M == Reads::kMasked;
   const int64_t C = a.channels, ix0 = ox * S - a.pad_left;
   const Mask m = a.mask;
-  Mask mj[Edge ? J : 1];
-  if constexpr (Edge)
-    for (int j = 0; j < J; ++j) mj[j] = (ix0 + j >= 0 && ix0 + j < a.in_w) ? m : no_mask();
+  // Pixels [j_lo, j_hi) of the group lie inside the row.
+  const int64_t j_lo = ix0 < 0 ? -ix0 : 0;
+  const int64_t j_hi = a.in_w - ix0 < J ? a.in_w - ix0 : J;
+  Mask mj[Masked ? J : 1];
+  if constexpr (Masked)
+    for (int j = 0; j < J; ++j) mj[j] = (j >= j_lo && j < j_hi) ? m : no_mask();
   const Vec bias = vload(a.weights);
   Vec acc[R][P];
 #pragma GCC unroll 4
@@ -82,7 +96,13 @@ void nhwc_group(const RowTile& a, int64_t ox) {
     uintptr_t x = reinterpret_cast<uintptr_t>(a.rows[i]) + uintptr_t(ix0 * C * 4);
 #pragma GCC unroll 32
     for (int j = 0; j < J; ++j) {
-      const Vec v = vloadm(reinterpret_cast<const float*>(x), Edge ? mj[j] : m);
+      if (M == Reads::kEdge && (j < j_lo || j >= j_hi)) {
+        x += step;
+        __asm__("" : "+r"(x));
+        continue;
+      }
+      const float* px = reinterpret_cast<const float*>(x);
+      const Vec v = Masked ? vloadm(px, mj[j]) : vload(px);
 #pragma GCC unroll 4
       for (int r = 0; r < R; ++r) {
         if (kernel_row(i, r) < 0) continue;
@@ -102,10 +122,12 @@ void nhwc_group(const RowTile& a, int64_t ox) {
   for (int r = 0; r < R; ++r) {
     float* out = a.out[r] + ox * C;
     switch (a.activation) {
-      case Activation::kRelu: store_pixels<Activation::kRelu, P>(out, C, m, acc[r]); break;
-      case Activation::kRelu6: store_pixels<Activation::kRelu6, P>(out, C, m, acc[r]); break;
-      case Activation::kHardswish: store_pixels<Activation::kHardswish, P>(out, C, m, acc[r]); break;
-      default: store_pixels<Activation::kNone, P>(out, C, m, acc[r]); break;
+      case Activation::kRelu: store_pixels<Activation::kRelu, P, Masked>(out, C, m, acc[r]); break;
+      case Activation::kRelu6: store_pixels<Activation::kRelu6, P, Masked>(out, C, m, acc[r]); break;
+      case Activation::kHardswish:
+        store_pixels<Activation::kHardswish, P, Masked>(out, C, m, acc[r]);
+        break;
+      default: store_pixels<Activation::kNone, P, Masked>(out, C, m, acc[r]); break;
     }
   }
 }
@@ -113,14 +135,17 @@ void nhwc_group(const RowTile& a, int64_t ox) {
 using GroupFn = void (*)(const RowTile&, int64_t);
 struct GroupKernels {
   int pixels;  // P
-  GroupFn interior[kMaxRows], edge[kMaxRows];  // [R - 1]
+  GroupFn interior[kMaxRows], edge[kMaxRows], masked[kMaxRows];  // [R - 1]
 };
 
 template <int KH, int KW, int S, int D, int P>
 GroupKernels group_kernels() {
   return {P,
-          {nhwc_group<KH, KW, S, D, P, 1, false>, nhwc_group<KH, KW, S, D, P, 2, false>},
-          {nhwc_group<KH, KW, S, D, P, 1, true>, nhwc_group<KH, KW, S, D, P, 2, true>}};
+          {nhwc_group<KH, KW, S, D, P, 1, Reads::kInterior>,
+           nhwc_group<KH, KW, S, D, P, 2, Reads::kInterior>},
+          {nhwc_group<KH, KW, S, D, P, 1, Reads::kEdge>, nhwc_group<KH, KW, S, D, P, 2, Reads::kEdge>},
+          {nhwc_group<KH, KW, S, D, P, 1, Reads::kMasked>,
+           nhwc_group<KH, KW, S, D, P, 2, Reads::kMasked>}};
 }
 
 // 7 pixels per group when the row is a multiple of 7 (MobileNetV3's 7, 14, 28 wide rows), else 8
@@ -130,12 +155,12 @@ template <int K, int S, int D>
 GroupKernels pick_pixels(int64_t out_w) {
   if (out_w % 7 == 0) return group_kernels<K, K, S, D, 7>();
   if (out_w >= 8) return group_kernels<K, K, S, D, 8>();
-  return {0, {nullptr, nullptr}, {nullptr, nullptr}};
+  return {0, {nullptr, nullptr}, {nullptr, nullptr}, {nullptr, nullptr}};
 }
 
 GroupKernels pick_group_kernels(const DwConvShape& s) {
   if (s.kernel_h != s.kernel_w || s.stride_h != s.stride_w || s.dilation_h != s.dilation_w)
-    return {0, {nullptr, nullptr}, {nullptr, nullptr}};
+    return {0, {nullptr, nullptr}, {nullptr, nullptr}, {nullptr, nullptr}};
   const int k = s.kernel_h, st = s.stride_h, d = s.dilation_h;
   const int64_t ow = s.out_w;
   if (d == 1) {
@@ -147,7 +172,7 @@ GroupKernels pick_group_kernels(const DwConvShape& s) {
     if (k == 3) return pick_pixels<3, 1, 2>(ow);
     if (k == 5) return pick_pixels<5, 1, 2>(ow);
   }
-  return {0, {nullptr, nullptr}, {nullptr, nullptr}};
+  return {0, {nullptr, nullptr}, {nullptr, nullptr}, {nullptr, nullptr}};
 }
 
 // One output pixel over all channels, any shape: the valid taps are listed once, then the
@@ -242,7 +267,9 @@ void dwconv_nhwc_rows(const DwConvShape& s, const float* input, const float* pac
     for (int r = 0; r < nrows; ++r) t.out[r] = output + (row + r) * OW * C + c0;
     t.weights = packed + c0;
     t.mask = lanes_mask(C - c0);
-    const GroupFn interior = g.interior[nrows - 1], edge = g.edge[nrows - 1];
+    const bool tail = C - c0 < kLanes;
+    const GroupFn interior = tail ? g.masked[nrows - 1] : g.interior[nrows - 1];
+    const GroupFn edge = tail ? g.masked[nrows - 1] : g.edge[nrows - 1];
     for (int64_t ox = 0; ox < OW; ox += P) {
       const int64_t start = ox + P <= OW ? ox : OW - P;
       const int64_t ix0 = start * SW - s.pad_left;
