@@ -280,6 +280,77 @@ StripFn strip_fn(int n) {
   else return n == R ? strip_k<K, S, R> : strip_fn<K, S, R - 1>(n);
 }
 
+// ---- Channel-interleaved tiles (16 planes, one pixel per vector), 3x3 / 5x5, stride 1 / 2,
+// output rows of P = out_w pixels (6..8): NRW output rows at a time, NRW * P accumulators
+// (independent FMA chains) in registers. Per kernel row the K weight vectors are loaded once
+// and each input pixel of the NRW input rows is loaded once and fed to every output pixel it
+// is a tap of (up to K), so FMAs take register operands. Taps in (ky, kx) order.
+struct IlArgs {
+  const float* tile;  // zero-bordered (rows, wp, 16)
+  int64_t wp;
+  const float* wts;  // bias vector, then tap t at wts + (1 + t) * 16
+  float* obuf;       // output pixel j at obuf + j * 16
+  int64_t oy0, count;  // blocks of NRW output rows from oy0
+  Activation act;
+};
+using IlFn = void (*)(const IlArgs&);
+
+template <int K, int S, int NRW, int P>
+void il_rows(const IlArgs& a) {
+  constexpr int NJ = (P - 1) * S + K;
+  const int64_t wp = a.wp;
+  const Activation act = a.act;
+  for (int64_t blk = 0; blk < a.count; ++blk) {
+    const int64_t oy = a.oy0 + blk * NRW;
+    Vec acc[NRW][P];
+    const Vec bias = vload(a.wts);
+#pragma GCC unroll 4
+    for (int r = 0; r < NRW; ++r)
+#pragma GCC unroll 8
+      for (int p = 0; p < P; ++p) acc[r][p] = bias;
+#pragma GCC unroll 1
+    for (int ky = 0; ky < K; ++ky) {
+      Vec wk[K];
+#pragma GCC unroll 8
+      for (int kx = 0; kx < K; ++kx) wk[kx] = vload(a.wts + (1 + ky * K + kx) * kLanes);
+#pragma GCC unroll 4
+      for (int r = 0; r < NRW; ++r) {
+        const float* base = a.tile + ((oy + r) * S + ky) * wp * kLanes;
+#pragma GCC unroll 32
+        for (int j = 0; j < NJ; ++j) {
+          const Vec x = keep(vload(base + j * kLanes));
+#pragma GCC unroll 8
+          for (int p = 0; p < P; ++p) {
+            const int kx = j - p * S;
+            if (kx >= 0 && kx < K) acc[r][p] = vfma(wk[kx], x, acc[r][p]);
+          }
+        }
+      }
+    }
+#pragma GCC unroll 4
+    for (int r = 0; r < NRW; ++r)
+#pragma GCC unroll 8
+      for (int p = 0; p < P; ++p)
+        vstore(a.obuf + ((oy + r) * P + p) * kLanes, activate(act, acc[r][p]));
+  }
+}
+
+template <int K, int S>
+IlFn il_fn(int nrw, int64_t p) {
+  switch (p * 4 + nrw) {
+    case 6 * 4 + 1: return il_rows<K, S, 1, 6>;
+    case 6 * 4 + 2: return il_rows<K, S, 2, 6>;
+    case 6 * 4 + 3: return il_rows<K, S, 3, 6>;
+    case 7 * 4 + 1: return il_rows<K, S, 1, 7>;
+    case 7 * 4 + 2: return il_rows<K, S, 2, 7>;
+    case 7 * 4 + 3: return il_rows<K, S, 3, 7>;
+    case 8 * 4 + 1: return il_rows<K, S, 1, 8>;
+    case 8 * 4 + 2: return il_rows<K, S, 2, 8>;
+    case 8 * 4 + 3: return il_rows<K, S, 3, 8>;
+  }
+  return nullptr;
+}
+
 // ---- NCHW, small planes: kLanes planes at once, channel-interleaved via 16x16 transposes.
 void nchw_interleaved(const DwConvShape& s, const float* input, const float* packed,
                       float* output, int64_t plane_begin, int64_t plane_end) {
@@ -295,6 +366,30 @@ void nchw_interleaved(const DwConvShape& s, const float* input, const float* pac
   float* wts = obuf + out_floats;
   std::memset(scr, 0, sizeof(float) * (in_floats + out_floats + (1 + T) * kLanes));
   const PadFn fn = pick_pad_fn(s, true);
+  // Rows of 6..8 pixels with the specialised kernels: il_rows, in balanced blocks of <= 3 rows.
+  IlFn il_big = nullptr, il_small = nullptr;
+  const int64_t blocks = (OH + 2) / 3, q = OH / blocks, big = OH - q * blocks;
+  if (s.kernel_h == s.kernel_w && s.stride_h == s.stride_w && s.dilation_h == 1 &&
+      s.dilation_w == 1 && OW >= 6 && OW <= 8) {
+    const int k = s.kernel_h, st = s.stride_h;
+    for (int i = 0; i < 2; ++i) {
+      const int nrw = int(q) + (i == 0 ? 1 : 0);
+      IlFn f = nullptr;
+      if (nrw >= 1 && nrw <= 3) {
+        if (k == 3 && st == 1) f = il_fn<3, 1>(nrw, OW);
+        if (k == 3 && st == 2) f = il_fn<3, 2>(nrw, OW);
+        if (k == 5 && st == 1) f = il_fn<5, 1>(nrw, OW);
+        if (k == 5 && st == 2) f = il_fn<5, 2>(nrw, OW);
+      }
+      (i == 0 ? il_big : il_small) = f;
+    }
+    if (!il_small || (big > 0 && !il_big)) il_big = il_small = nullptr;
+  }
+  const __m512i out_idx = _mm512_mullo_epi32(
+      _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+      _mm512_set1_epi32(int(out_plane)));
+  // Scatter offsets l * out_plane must fit in int32.
+  const bool scatter = out_plane < (int64_t(1) << 26);
   const int64_t pt = s.pad_top, pl = s.pad_left;
   for (int64_t g = plane_begin; g < plane_end; g += kLanes) {
     const int64_t nl = plane_end - g < kLanes ? plane_end - g : kLanes;
@@ -308,30 +403,57 @@ void nchw_interleaved(const DwConvShape& s, const float* input, const float* pac
         for (int64_t t = 0; t <= T; ++t) wts[t * kLanes + l] = packed[t * padded + cl];
       }
     }
-    // Input: 16 planes x 16 consecutive pixels -> 16 pixel vectors, stored at their padded spots.
+    // Input: 16 planes x 16 consecutive pixels (whole rows when W <= 16, else 16-column
+    // segments of a row) -> 16 pixel vectors, copied to their padded spots (clipped to the tile).
     const float* in = input + g * in_plane;
-    int64_t y = 0, x = 0;
-    for (int64_t q0 = 0; q0 < in_plane; q0 += kLanes) {
-      const Mask mq = lanes_mask(in_plane - q0);
-      Vec r[kLanes];
-      for (int64_t l = 0; l < kLanes; ++l) r[l] = l < nl ? vloadm(in + l * in_plane + q0, mq) : vzero();
-      transpose16(r);
-      const int64_t nq = in_plane - q0 < kLanes ? in_plane - q0 : kLanes;
-      for (int64_t j = 0; j < nq; ++j) {
-        const int64_t py = y + pt, px = x + pl;
-        if (py < hp && px < wp) vstore(scr + (py * wp + px) * kLanes, r[j]);
-        if (++x == W) x = 0, ++y;
+    const int64_t seg = W <= kLanes ? W : kLanes, rpc = W <= kLanes ? kLanes / W : 1;
+    const int64_t ncopy_max = wp - pl;  // columns of the tile right of the left padding
+    alignas(64) float tmp[kLanes * kLanes];
+    for (int64_t y0 = 0; y0 < H && y0 + pt < hp; y0 += rpc) {
+      const int64_t nrows = H - y0 < rpc ? H - y0 : rpc;
+      for (int64_t x0 = 0; x0 < W; x0 += seg) {
+        const int64_t cols = W - x0 < seg ? W - x0 : seg;
+        const Mask mq = lanes_mask(nrows * cols);
+        const float* src = in + y0 * W + x0;
+        Vec r[kLanes];
+#pragma GCC unroll 16
+        for (int l = 0; l < kLanes; ++l) r[l] = vloadm(src + l * in_plane, l < nl ? mq : no_mask());
+        transpose16(r);
+#pragma GCC unroll 16
+        for (int l = 0; l < kLanes; ++l) vstore(tmp + l * kLanes, r[l]);
+        int64_t ncopy = ncopy_max - x0 < cols ? ncopy_max - x0 : cols;
+        for (int64_t rr = 0; rr < nrows && y0 + rr + pt < hp; ++rr) {
+          float* dst = scr + ((y0 + rr + pt) * wp + pl + x0) * kLanes;
+          for (int64_t j = 0; j < ncopy; ++j)
+            vstore(dst + j * kLanes, vload(tmp + (rr * cols + j) * kLanes));
+        }
       }
     }
-    const PadArgs args{&s, scr, wp, wts, kLanes, OH, OW, obuf, kLanes, full_mask()};
-    fn(args);
+    if (il_small) {
+      IlArgs args{scr, wp, wts, obuf, 0, big, s.activation};
+      if (big > 0) il_big(args);
+      args.oy0 = big * (q + 1);
+      args.count = blocks - big;
+      il_small(args);
+    } else {
+      const PadArgs args{&s, scr, wp, wts, kLanes, OH, OW, obuf, kLanes, full_mask()};
+      fn(args);
+    }
     float* out = output + g * out_plane;
+    const Mask ml = lanes_mask(nl);
     for (int64_t j0 = 0; j0 < out_plane; j0 += kLanes) {
+      if (scatter && out_plane - j0 <= 4) {  // a few pixels: one scatter each
+        for (int64_t j = j0; j < out_plane; ++j)
+          _mm512_mask_i32scatter_ps(out + j, ml, out_idx, vload(obuf + j * kLanes), 4);
+        break;
+      }
       Vec r[kLanes];
-      for (int64_t i = 0; i < kLanes; ++i) r[i] = vload(obuf + (j0 + i) * kLanes);
+#pragma GCC unroll 16
+      for (int i = 0; i < kLanes; ++i) r[i] = vload(obuf + (j0 + i) * kLanes);
       transpose16(r);
       const Mask mj = lanes_mask(out_plane - j0);
-      for (int64_t l = 0; l < nl; ++l) vstorem(out + l * out_plane + j0, mj, r[l]);
+#pragma GCC unroll 16
+      for (int l = 0; l < kLanes; ++l) vstorem(out + l * out_plane + j0, l < nl ? mj : no_mask(), r[l]);
     }
   }
 }
@@ -346,15 +468,18 @@ void dwconv_nchw_planes(const DwConvShape& s, const float* input, const float* p
   const int64_t nvec = (OW + kLanes - 1) / kLanes;
   // Narrow planes (more than a quarter of each row vector unused) go kLanes planes at a time.
   // Decided by the shape alone, so every thread split takes the same path.
-  if (4 * (nvec * kLanes - OW) > nvec * kLanes) {
+  const bool strips = s.kernel_w == s.kernel_h && s.stride_w == s.stride_h &&
+                      s.dilation_h == 1 && s.dilation_w == 1 &&
+                      (s.kernel_h == 3 || s.kernel_h == 5) &&
+                      (s.stride_h == 1 || (s.stride_h == 2 && s.pad_left == s.kernel_h / 2));
+  if (strips ? OW <= 8 : 4 * (nvec * kLanes - OW) > nvec * kLanes) {
     nchw_interleaved(s, input, packed, output, plane_begin, plane_end);
     return;
   }
   const int64_t H = s.in_h, W = s.in_w, pt = s.pad_top;
   const int64_t in_plane = H * W, out_plane = OH * OW;
   const int K = s.kernel_h, S = s.stride_h;
-  if (s.kernel_w == K && s.stride_w == S && s.dilation_h == 1 && s.dilation_w == 1 &&
-      (K == 3 || K == 5) && (S == 1 || (S == 2 && s.pad_left == K / 2))) {
+  if (strips) {
     int RM;
     StripFn fns[16] = {};
     if (K == 3 && S == 1) {
