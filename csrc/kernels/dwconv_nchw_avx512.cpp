@@ -157,9 +157,25 @@ inline Mask range_mask(int64_t lo, int64_t n) {
 
 inline Vec perm2(Vec a, __m512i idx, Vec b) { return _mm512_permutex2var_ps(a, idx, b); }
 
+// Row u of n vectors at o + u * stride, activated; the activation switch outside the rows.
+template <int N, Activation A>
+inline void store_rows_t(const Vec* acc, float* o, int64_t stride, Mask m) {
+#pragma GCC unroll 16
+  for (int u = 0; u < N; ++u, o += stride) vstorem(o, m, activate_t<A>(acc[u]));
+}
+template <int N>
+inline void store_rows(Activation act, const Vec* acc, float* o, int64_t stride, Mask m) {
+  switch (act) {
+    case Activation::kRelu: return store_rows_t<N, Activation::kRelu>(acc, o, stride, m);
+    case Activation::kRelu6: return store_rows_t<N, Activation::kRelu6>(acc, o, stride, m);
+    case Activation::kHardswish:
+      return store_rows_t<N, Activation::kHardswish>(acc, o, stride, m);
+    default: return store_rows_t<N, Activation::kNone>(acc, o, stride, m);
+  }
+}
+
 struct StripArgs {
   const float* in;    // input plane
-  const float* zero;  // a zero row (masked loads read only its first w floats)
   int64_t h, w;       // input size
   int64_t pt, pl;     // top / left padding (pl = K / 2 for stride 2)
   int64_t oy0;        // first output row
@@ -203,73 +219,75 @@ void strip_k(const StripArgs& a) {
   // (a, b) -> a[1..15], b[0]
   const __m512i left1 = _mm512_setr_epi32(1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16);
   for (int64_t strip = 0; strip < a.count; ++strip) {
-  const int64_t oy = a.oy0 + strip * R, y0 = oy * S - a.pt;
-  const float* rows[NR];
-#pragma GCC unroll 32
-  for (int i = 0; i < NR; ++i) rows[i] = y0 + i >= 0 && y0 + i < H ? a.in + (y0 + i) * W : a.zero;
-  float* out = a.out + oy * ow;
-  for (int64_t v = 0; v < nvec; ++v) {
-    const int64_t x0 = v * kLanes;
-    Vec acc[R];
+    const int64_t oy = a.oy0 + strip * R, y0 = oy * S - a.pt;
+    // Strip rows [lo, hi) are inside the input; the others (padding) are skipped.
+    const int64_t lo = y0 < 0 ? -y0 : 0, hi = H - y0 < NR ? H - y0 : NR;
+    float* out = a.out + oy * ow;
+    for (int64_t v = 0; v < nvec; ++v) {
+      const int64_t x0 = v * kLanes;
+      Vec acc[R];
 #pragma GCC unroll 16
-    for (int u = 0; u < R; ++u) acc[u] = bias;
-    if constexpr (S == 1) {
-      Mask m[K];
+      for (int u = 0; u < R; ++u) acc[u] = bias;
+      // Input row y0 + i, column x0 - pl (stride 1) or 2 * x0 (stride 2), advanced row by row
+      // (opaque, so one register instead of one per row). Only valid rows are dereferenced.
+      const float* p = a.in + y0 * W + (S == 1 ? x0 - pl : 2 * x0);
+      if constexpr (S == 1) {
+        Mask m[K];
 #pragma GCC unroll 8
-      for (int kx = 0; kx < K; ++kx) m[kx] = range_mask(x0 + kx - pl, W);
+        for (int kx = 0; kx < K; ++kx) m[kx] = range_mask(x0 + kx - pl, W);
 #pragma GCC unroll 32
-      for (int i = 0; i < NR; ++i) {
-        const float* p = rows[i] + (x0 - pl);
+        for (int i = 0; i < NR; ++i, p += W) {
+          asm("" : "+r"(p));
+          if (i < lo || i >= hi) continue;
 #pragma GCC unroll 8
-        for (int kx = 0; kx < K; ++kx) {
-          const Vec x = keep(vloadm(p + kx, m[kx]));
+          for (int kx = 0; kx < K; ++kx) {
+            const Vec x = keep(vloadm(p + kx, m[kx]));
 #pragma GCC unroll 16
-          for (int u = 0; u < R; ++u) {
-            const int ky = i - u;
-            if (ky >= 0 && ky < K) acc[u] = vfma(weight(ky * K + kx), x, acc[u]);
+            for (int u = 0; u < R; ++u) {
+              const int ky = i - u;
+              if (ky >= 0 && ky < K) acc[u] = vfma(weight(ky * K + kx), x, acc[u]);
+            }
+          }
+        }
+      } else {
+        // Input columns b + 2l + d for tap d = kx - K / 2.
+        const int64_t b = 2 * x0;
+        const Mask mp = range_mask(b - kLanes, W) & Mask(K == 3 ? 0x8000 : 0xC000);
+        const Mask ma = range_mask(b, W), mb = range_mask(b + kLanes, W);
+        const Mask mc = range_mask(b + 2 * kLanes, W) & Mask(1);
+#pragma GCC unroll 32
+        for (int i = 0; i < NR; ++i, p += W) {
+          asm("" : "+r"(p));
+          if (i < lo || i >= hi) continue;
+          // Opaque per row: the broadcasts stay memory operands instead of hoisted, spilled zmm.
+          if constexpr (!WR) asm("" : "+r"(wp));
+          const Vec prev = vloadm(p - kLanes, mp);
+          const Vec l = vloadm(p, ma), h = vloadm(p + kLanes, mb);
+          const Vec e = perm2(l, even, h), o = perm2(l, odd, h);
+          Vec t[K];
+          if constexpr (K == 3) {
+            t[0] = perm2(prev, right1, o);
+            t[1] = e;
+            t[2] = o;
+          } else {
+            t[0] = perm2(prev, right1b, e);
+            t[1] = perm2(prev, right1, o);
+            t[2] = e;
+            t[3] = o;
+            t[4] = perm2(e, left1, vloadm(p + 2 * kLanes, mc));
+          }
+#pragma GCC unroll 8
+          for (int kx = 0; kx < K; ++kx) {
+#pragma GCC unroll 16
+            for (int u = 0; u < R; ++u) {
+              const int ky = i - 2 * u;
+              if (ky >= 0 && ky < K) acc[u] = vfma(weight(ky * K + kx), t[kx], acc[u]);
+            }
           }
         }
       }
-    } else {
-      // Input columns b + 2l + d for tap d = kx - K / 2.
-      const int64_t b = 2 * x0;
-      const Mask mp = range_mask(b - kLanes, W) & Mask(K == 3 ? 0x8000 : 0xC000);
-      const Mask ma = range_mask(b, W), mb = range_mask(b + kLanes, W);
-      const Mask mc = range_mask(b + 2 * kLanes, W) & Mask(1);
-#pragma GCC unroll 32
-      for (int i = 0; i < NR; ++i) {
-        const float* p = rows[i] + b;
-        // Opaque per row: the broadcasts stay memory operands instead of hoisted, spilled zmm.
-        if constexpr (!WR) asm("" : "+r"(wp));
-        const Vec prev = vloadm(p - kLanes, mp);
-        const Vec lo = vloadm(p, ma), hi = vloadm(p + kLanes, mb);
-        const Vec e = perm2(lo, even, hi), o = perm2(lo, odd, hi);
-        Vec t[K];
-        if constexpr (K == 3) {
-          t[0] = perm2(prev, right1, o);
-          t[1] = e;
-          t[2] = o;
-        } else {
-          t[0] = perm2(prev, right1b, e);
-          t[1] = perm2(prev, right1, o);
-          t[2] = e;
-          t[3] = o;
-          t[4] = perm2(e, left1, vloadm(p + 2 * kLanes, mc));
-        }
-#pragma GCC unroll 8
-        for (int kx = 0; kx < K; ++kx) {
-#pragma GCC unroll 16
-          for (int u = 0; u < R; ++u) {
-            const int ky = i - 2 * u;
-            if (ky >= 0 && ky < K) acc[u] = vfma(weight(ky * K + kx), t[kx], acc[u]);
-          }
-        }
-      }
+      store_rows<R>(act, acc, out + x0, ow, v == nvec - 1 ? a.tail : full_mask());
     }
-    const Mask m = v == nvec - 1 ? a.tail : full_mask();
-#pragma GCC unroll 16
-    for (int u = 0; u < R; ++u) vstorem(out + u * ow + x0, m, activate(act, acc[u]));
-  }
   }
 }
 
@@ -495,15 +513,12 @@ void dwconv_nchw_planes(const DwConvShape& s, const float* input, const float* p
       RM = strip_rows<5, 2>();
       for (int n = 1; n <= RM; ++n) fns[n] = strip_fn<5, 2, strip_rows<5, 2>()>(n);
     }
-    // The zero row: masked loads only read its first W floats.
-    float* zero = thread_scratch(W);
-    std::memset(zero, 0, sizeof(float) * W);
     const Mask tail = lanes_mask(OW - (nvec - 1) * kLanes);
     // Balanced strips: `big` strips of q + 1 rows, then strips of q rows (q + 1 <= RM).
     const int64_t strips = (OH + RM - 1) / RM, q = OH / strips, big = OH - q * strips;
     for (int64_t plane = plane_begin; plane < plane_end; ++plane) {
       const int64_t c = plane % C;
-      StripArgs args{input + plane * in_plane, zero, H, W, pt, s.pad_left, 0, big, nvec, tail,
+      StripArgs args{input + plane * in_plane, H, W, pt, s.pad_left, 0, big, nvec, tail,
                      packed + padded + c, padded, packed[c], output + plane * out_plane, OW,
                      s.activation};
       if (big > 0) fns[q + 1](args);
