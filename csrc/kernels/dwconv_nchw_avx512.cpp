@@ -136,7 +136,7 @@ void copy_plane(const DwConvShape& s, const PhaseSpan* spans, const float* in, f
 // (ky, kx) order, padding taps included (w * 0), as in the other paths.
 template <int K, int S>
 constexpr int strip_rows() {
-  return K == 3 ? (S == 1 ? 14 : 7) : (S == 1 ? 6 : 6);
+  return K == 3 ? 14 : (S == 1 ? 14 : 10);
 }
 
 // A value the compiler must keep in a register: otherwise it folds the load into every FMA
