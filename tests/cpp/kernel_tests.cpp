@@ -447,6 +447,20 @@ std::vector<ConvCase> conv_cases(bool quick) {
   cases.push_back(ConvCase{2, 33, 29, 31, 5, 5, 1, 1, 2, 2, 4, 4, 4, 4, Activation::kHardswish, 0});
   cases.push_back(ConvCase{3, 17, 23, 40, 3, 3, 2, 2, 1, 1, 1, 1, 1, 1, Activation::kRelu6, 0});
   cases.push_back(ConvCase{1, 24, 19, 61, 3, 3, 1, 1, 2, 2, 2, 2, 2, 2, Activation::kNone, 0});
+  // AVX-512 NCHW strip kernels: several strips of rows (balanced sizes), several 16-column
+  // blocks with a tail, rows aligned or not, asymmetric / zero / full padding; channel-
+  // interleaved 6..8-wide outputs with a partial group of planes.
+  cases.push_back(ConvCase{1, 5, 60, 45, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, Activation::kHardswish, 0});
+  cases.push_back(ConvCase{1, 3, 20, 37, 3, 3, 1, 1, 1, 1, 0, 0, 0, 0, Activation::kRelu, 0});
+  cases.push_back(ConvCase{1, 3, 31, 33, 3, 3, 1, 1, 1, 1, 2, 2, 2, 2, Activation::kNone, 1});
+  cases.push_back(ConvCase{1, 5, 61, 50, 3, 3, 2, 2, 1, 1, 1, 1, 0, 0, Activation::kRelu6, 0});
+  cases.push_back(ConvCase{1, 2, 34, 112, 3, 3, 2, 2, 1, 1, 1, 1, 1, 1, Activation::kHardswish, 2});
+  cases.push_back(ConvCase{1, 3, 47, 70, 5, 5, 2, 2, 1, 1, 2, 2, 2, 2, Activation::kRelu, 0});
+  cases.push_back(ConvCase{1, 3, 33, 40, 5, 5, 1, 1, 1, 1, 2, 2, 1, 1, Activation::kNone, 0});
+  cases.push_back(ConvCase{1, 20, 8, 8, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, Activation::kRelu6, 0});
+  cases.push_back(ConvCase{1, 20, 12, 12, 5, 5, 2, 2, 1, 1, 2, 2, 1, 1, Activation::kHardswish, 0});
+  cases.push_back(ConvCase{2, 37, 14, 14, 5, 5, 2, 2, 1, 1, 2, 2, 2, 2, Activation::kHardswish, 0});
+  cases.push_back(ConvCase{1, 33, 7, 7, 5, 5, 1, 1, 1, 1, 2, 2, 2, 2, Activation::kRelu, 1});
   if (!quick) {
     cases.push_back(ConvCase{1, 120, 28, 28, 5, 5, 1, 1, 1, 1, 2, 2, 2, 2, Activation::kRelu, 0});
     cases.push_back(ConvCase{1, 16, 56, 56, 3, 3, 2, 2, 1, 1, 0, 0, 1, 1, Activation::kRelu6, 0});
