@@ -1,15 +1,15 @@
 // AVX-512 fused depthwise conv + bias + activation, NHWC (channels-last).
 //
 // Vector over 16 channels (masked tail for C % 16). For k x k kernels (3, 5), stride 1/2 and
-// dilation 1/2 a compile-time kernel computes a group of P consecutive output pixels of one
-// row for one channel tile with the P accumulators in registers: per kernel row it loads the
-// k weight vectors of that row, then walks the (P - 1) * S + (k - 1) * D + 1 input pixels the
-// group touches, loading each once and feeding it to every output pixel it is a tap of. That
-// is about half a load per FMA (one per FMA if every tap were loaded), which is what bounds
-// these kernels. Groups that reach past the left/right edge load with per-pixel masks (zeros
-// outside the input, no memory touched); rows outside the input are skipped. Channel tiles
-// are the outer loop, so the input rows of one tile stay in L1 while the output rows that
-// share them are computed. Every other shape goes pixel by pixel over all channels.
+// dilation 1/2 a compile-time kernel computes a group of 2 output rows x P consecutive pixels
+// (P = 7 or 8) of one channel tile with the accumulators in registers: per input row it loads
+// the weight vectors of the kernel rows that input row serves, then walks the input pixels
+// the group touches, loading each once and feeding it to every output it is a tap of. That
+// is about a third of a load per FMA (one per FMA if every tap were loaded), which is what
+// bounds these kernels. Pixels outside the row are skipped (the masked tail tile loads them
+// as zeros instead, touching no memory); rows outside the input are skipped. Each group runs
+// over all channel tiles before the next, so the input streams in address order. Every other
+// shape goes pixel by pixel over all channels.
 //
 // Every output element is bias + sum over its taps in (ky, kx) order, one FMA per tap, computed
 // by exactly one group: results do not depend on how rows are split between threads (a group
@@ -27,13 +27,12 @@ namespace {
 constexpr int kMaxRows = 2;
 constexpr int kMaxInputRows = (kMaxRows - 1) * 2 + 6 * 2 + 1;  // S <= 2; k <= 7 at D = 2 unused
 struct RowTile {
-  const float* rows[kMaxInputRows];  // input rows at the tile's channel, null = padding
-  const float* weights;  // packed + c0: bias vector, then tap t at weights + (1 + t) * padded
+  const float* rows[kMaxInputRows];  // input rows (channel 0), null = padding
+  const float* packed;   // bias vector at c0, then tap t at packed + (1 + t) * padded + c0
   int64_t padded;
   int64_t channels;      // pixel stride in floats
   int64_t in_w, pad_left;
-  float* out[kMaxRows];  // output rows at the tile's channel
-  Mask mask;             // the tile's channels
+  float* out[kMaxRows];  // output rows (channel 0)
   Activation activation;
 };
 
@@ -57,19 +56,20 @@ inline void store_pixels(float* out, int64_t C, Mask m, const Vec* acc) {
 // Output pixels [ox, ox + P) of R rows of one tile. Input row i (of the (R - 1) * S + (KH - 1)
 // * D + 1 the rows touch) is walked once and feeds every output row it is a kernel row of.
 template <int KH, int KW, int S, int D, int P, int R, Reads M>
-void nhwc_group(const RowTile& a, int64_t ox) {
+void nhwc_group(const RowTile& a, int64_t ox, int64_t c0) {
   constexpr int IR = (R - 1) * S + (KH - 1) * D + 1;
   constexpr int J = (P - 1) * S + (KW - 1) * D + 1;  // input pixels per input row
   constexpr bool Masked = M == Reads::kMasked;
   const int64_t C = a.channels, ix0 = ox * S - a.pad_left;
-  const Mask m = a.mask;
+  const Mask m = lanes_mask(C - c0);
+  const float* weights = a.packed + c0;
   // Pixels [j_lo, j_hi) of the group lie inside the row.
   const int64_t j_lo = ix0 < 0 ? -ix0 : 0;
   const int64_t j_hi = a.in_w - ix0 < J ? a.in_w - ix0 : J;
   Mask mj[Masked ? J : 1];
   if constexpr (Masked)
     for (int j = 0; j < J; ++j) mj[j] = (j >= j_lo && j < j_hi) ? m : no_mask();
-  const Vec bias = vload(a.weights);
+  const Vec bias = vload(weights);
   Vec acc[R][P];
 #pragma GCC unroll 4
   for (int r = 0; r < R; ++r)
@@ -90,10 +90,10 @@ void nhwc_group(const RowTile& a, int64_t ox) {
       const int ky = kernel_row(i, r);
       if (ky < 0) continue;
 #pragma GCC unroll 8
-      for (int kx = 0; kx < KW; ++kx) w[r][kx] = vload(a.weights + (1 + ky * KW + kx) * a.padded);
+      for (int kx = 0; kx < KW; ++kx) w[r][kx] = vload(weights + (1 + ky * KW + kx) * a.padded);
     }
     // Formed as an integer: at the left edge the first pixels lie before the row.
-    uintptr_t x = reinterpret_cast<uintptr_t>(a.rows[i]) + uintptr_t(ix0 * C * 4);
+    uintptr_t x = reinterpret_cast<uintptr_t>(a.rows[i] + c0) + uintptr_t(ix0 * C * 4);
 #pragma GCC unroll 32
     for (int j = 0; j < J; ++j) {
       if (M == Reads::kEdge && (j < j_lo || j >= j_hi)) {
@@ -120,7 +120,7 @@ void nhwc_group(const RowTile& a, int64_t ox) {
   }
 #pragma GCC unroll 4
   for (int r = 0; r < R; ++r) {
-    float* out = a.out[r] + ox * C;
+    float* out = a.out[r] + ox * C + c0;
     switch (a.activation) {
       case Activation::kRelu: store_pixels<Activation::kRelu, P, Masked>(out, C, m, acc[r]); break;
       case Activation::kRelu6: store_pixels<Activation::kRelu6, P, Masked>(out, C, m, acc[r]); break;
@@ -132,7 +132,7 @@ void nhwc_group(const RowTile& a, int64_t ox) {
   }
 }
 
-using GroupFn = void (*)(const RowTile&, int64_t);
+using GroupFn = void (*)(const RowTile&, int64_t, int64_t);
 struct GroupKernels {
   int pixels;  // P
   GroupFn interior[kMaxRows], edge[kMaxRows], masked[kMaxRows];  // [R - 1]
@@ -232,7 +232,6 @@ void dwconv_nhwc_rows(const DwConvShape& s, const float* input, const float* pac
   const int64_t C = s.channels, padded = padded_channels(C);
   const int64_t H = s.in_h, W = s.in_w, OH = s.out_h, OW = s.out_w;
   const float* base[7];
-  constexpr int64_t kTileOuterMaxBytes = 512 * 1024;
   const GroupKernels g = pick_group_kernels(s);
   if (!g.interior[0]) {
     for (int64_t row = row_begin; row < row_end; ++row) {
@@ -251,52 +250,45 @@ void dwconv_nhwc_rows(const DwConvShape& s, const float* input, const float* pac
   const int64_t P = g.pixels, SW = s.stride_w, SH = s.stride_h, DH = s.dilation_h;
   const int64_t J = (P - 1) * SW + int64_t(s.kernel_w - 1) * s.dilation_w + 1;
   RowTile t;
+  t.packed = packed;
   t.padded = padded;
   t.channels = C;
   t.in_w = W;
   t.pad_left = s.pad_left;
   t.activation = s.activation;
-  // Rows [row, row + nrows) of one image, channels [c0, c0 + 16).
-  auto run = [&](int64_t row, int nrows, int64_t c0) {
+  // Output rows [row, row + nrows) of one image.
+  auto set_rows = [&](int64_t row, int nrows) {
     const int64_t n = row / OH, oy = row % OH;
     const int64_t input_rows = (nrows - 1) * SH + int64_t(s.kernel_h - 1) * DH + 1;
     for (int64_t i = 0; i < input_rows; ++i) {
       const int64_t iy = oy * SH - s.pad_top + i;
-      t.rows[i] = (iy < 0 || iy >= H) ? nullptr : input + (n * H + iy) * W * C + c0;
+      t.rows[i] = (iy < 0 || iy >= H) ? nullptr : input + (n * H + iy) * W * C;
     }
-    for (int r = 0; r < nrows; ++r) t.out[r] = output + (row + r) * OW * C + c0;
-    t.weights = packed + c0;
-    t.mask = lanes_mask(C - c0);
-    const bool tail = C - c0 < kLanes;
-    const GroupFn interior = tail ? g.masked[nrows - 1] : g.interior[nrows - 1];
-    const GroupFn edge = tail ? g.masked[nrows - 1] : g.edge[nrows - 1];
-    for (int64_t ox = 0; ox < OW; ox += P) {
-      const int64_t start = ox + P <= OW ? ox : OW - P;
-      const int64_t ix0 = start * SW - s.pad_left;
-      (ix0 >= 0 && ix0 + J <= W ? interior : edge)(t, start);
-    }
+    for (int r = 0; r < nrows; ++r) t.out[r] = output + (row + r) * OW * C;
   };
+  // The group at `start` of channel tile c0 of the current rows.
+  auto run_group = [&](int nrows, int64_t start, int64_t c0) {
+    const int64_t ix0 = start * SW - s.pad_left;
+    const bool inside = ix0 >= 0 && ix0 + J <= W;
+    const GroupFn fn = C - c0 < kLanes ? g.masked[nrows - 1]
+                       : inside        ? g.interior[nrows - 1]
+                                       : g.edge[nrows - 1];
+    fn(t, start, c0);
+  };
+  // Group starts: every P pixels, the last one moved back to end at the row's end.
+  auto group_start = [&](int64_t ox) { return ox + P <= OW ? ox : OW - P; };
   // Two rows per step while both are in [row_begin, row_end) and the same image.
   auto rows_at = [&](int64_t row) {
     return (row + 1 < row_end && (row + 1) % OH != 0) ? 2 : 1;
   };
-  // Images that fit in L2 go channel tile by tile (a tile's input rows stay in L1 while every
-  // output row that reads them is computed); larger ones row by row, all tiles at once, so
-  // each input row streams from memory once.
-  const bool tile_outer = H * W * C * int64_t(sizeof(float)) <= kTileOuterMaxBytes;
-  if (tile_outer) {
-    for (int64_t c0 = 0; c0 < C; c0 += kLanes)
-      for (int64_t row = row_begin; row < row_end;) {
-        const int nrows = rows_at(row);
-        run(row, nrows, c0);
-        row += nrows;
-      }
-  } else {
-    for (int64_t row = row_begin; row < row_end;) {
-      const int nrows = rows_at(row);
-      for (int64_t c0 = 0; c0 < C; c0 += kLanes) run(row, nrows, c0);
-      row += nrows;
-    }
+  // Row by row, each group over all channel tiles: the input is read in address order, and
+  // the tiles of one group share its input pixels' cache lines.
+  for (int64_t row = row_begin; row < row_end;) {
+    const int nrows = rows_at(row);
+    set_rows(row, nrows);
+    for (int64_t ox = 0; ox < OW; ox += P)
+      for (int64_t c0 = 0; c0 < C; c0 += kLanes) run_group(nrows, group_start(ox), c0);
+    row += nrows;
   }
 }
 
