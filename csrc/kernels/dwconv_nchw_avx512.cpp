@@ -1,14 +1,17 @@
 // AVX-512 fused depthwise conv + bias + activation, NCHW (planar).
 //
 // Square 3x3 / 5x5 kernels with stride 1 (any padding) or stride 2 (left padding k / 2), no
-// dilation, are computed straight from the input in strips of output rows (strip_k below).
-// Anything else copies each plane into a zero-padded scratch, each padded row split into s_w
-// phases (padded col x -> phase x % s, index x / s), so that the taps of 16 consecutive output
-// columns are one unaligned load each (nchw_plane_generic). Narrow planes go 16 planes at a
-// time, transposed into zero-bordered channel-interleaved tiles (dwconv_pad_avx512.h).
+// dilation, are computed straight from the input in strips of output rows (strip_k below);
+// with outputs 8 or fewer pixels wide they go 16 planes at a time, transposed into
+// zero-bordered channel-interleaved tiles, computed by il_rows (6..8 wide) or pad_compute_k
+// (dwconv_pad_avx512.h). Anything else copies each plane into a zero-padded scratch, each
+// padded row split into s_w phases (padded col x -> phase x % s, index x / s), so that the
+// taps of 16 consecutive output columns are one unaligned load each (nchw_plane_generic), or
+// takes the interleaved tiles when the planes are narrow.
 //
-// Every output element is bias + sum over taps in (ky, kx) order, one FMA per tap, computed by
-// exactly one call: results do not depend on how planes are split between threads.
+// Every output element is bias + sum over taps in (ky, kx) order, one FMA per tap (the strip
+// kernels skip taps on padding rows), computed by exactly one call whose path depends on the
+// shape only: results do not depend on how planes are split between threads.
 // Compiled with AVX-512 flags: internal linkage, no STL, scratch from thread_scratch().
 #include <cstdint>
 #include <cstring>
@@ -126,14 +129,15 @@ void copy_plane(const DwConvShape& s, const PhaseSpan* spans, const float* in, f
 }
 
 // ---- NCHW, square 3x3 / 5x5 kernels, stride 1 or 2, no dilation: straight from the input.
-// The plane is walked in strips of R output rows; the strip's input rows are read in place
-// (rows above / below the input read a zero row). Per 16-column block each input row is
-// loaded once per tap column and that vector feeds every output row of the strip it is a tap
-// of, so the weights and the R accumulators stay in registers and the FMAs take register
-// operands. Columns outside the input are zeroed by masked loads (which also never touch
+// The plane is walked in strips of R output rows (balanced: q or q + 1 rows); the strip's
+// input rows are read in place and rows above / below the input are skipped. Per 16-column
+// block each input row is loaded once per tap column and that vector feeds every output row
+// of the strip it is a tap of, so the weights (those that fit) and the R accumulators stay in
+// registers and the FMAs take register operands; R up to 14 independent chains hide the FMA
+// latency. Columns outside the input are zeroed by masked loads (which also never touch
 // memory outside the row). Stride 2 splits each row block into even / odd columns with two
 // permutes; the shifted taps are one more permute each. For one output the taps come in
-// (ky, kx) order, padding taps included (w * 0), as in the other paths.
+// (ky, kx) order; padding columns contribute w * 0.
 template <int K, int S>
 constexpr int strip_rows() {
   return K == 3 ? 14 : (S == 1 ? 14 : 10);
