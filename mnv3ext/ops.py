@@ -6,9 +6,13 @@ Ops (all inference-only, float32, CPU; none modifies its inputs):
     Depthwise conv (weight ``(C, 1, kh, kw)`` as ``nn.Conv2d(C, C, k, groups=C).weight``) + per-channel
     bias (a folded BatchNorm) + activation, one pass over the data. ``padding`` is 2 values
     (symmetric, as ``nn.Conv2d``) or 4 values ``(top, left, bottom, right)`` as ONNX ``pads``.
-``pack_dwconv_weight(weight, bias)`` / ``dwconv2d_packed(input, packed_weight, kernel_size, ...)``
+``pack_dwconv_weight(weight, bias)`` / ``dwconv2d_packed(input, packed_weight, conv_params, activation)``
     The same op with weights packed once ahead of time (the fused modules pack at optimize time).
     The packed layout is ISA-independent: ``(1 + kh*kw, round_up(C, 16))`` rows of [bias | taps].
+    ``conv_params`` is one list, ``dwconv_params(kernel_size, stride, padding, dilation)`` =
+    ``[kh, kw, stride_h, stride_w, pad_top, pad_left, pad_bottom, pad_right, dilation_h,
+    dilation_w]``: every list argument costs the dispatcher about 1.5 us per call, and this op
+    is the one models call once per layer.
 ``squeeze_excite(input, fc1_weight, fc1_bias, fc2_weight, fc2_bias, activation, gate)``
     ``input * gate(fc2(act(fc1(mean_hw(input)))))``; fc weights ``(S, C)``/``(C, S)``, optionally with
     trailing ``1, 1`` dims (straight from a 1x1 ``Conv2d``) — or from an ``nn.Linear``.
@@ -29,6 +33,7 @@ __all__ = [
     "SE_ACTIVATIONS",
     "SE_GATES",
     "dwconv_output_size",
+    "dwconv_params",
     "normalize_padding",
 ]
 
@@ -46,8 +51,7 @@ _lib.define(
 )
 _lib.define("pack_dwconv_weight(Tensor weight, Tensor? bias) -> Tensor")
 _lib.define(
-    "dwconv2d_packed(Tensor input, Tensor packed_weight, int[2] kernel_size, int[2] stride, "
-    "int[] padding, int[2] dilation, str activation) -> Tensor"
+    "dwconv2d_packed(Tensor input, Tensor packed_weight, int[] conv_params, str activation) -> Tensor"
 )
 _lib.define(
     "squeeze_excite(Tensor input, Tensor fc1_weight, Tensor? fc1_bias, Tensor fc2_weight, "
@@ -100,6 +104,28 @@ def normalize_padding(padding) -> List[int]:
         if p < 0:
             raise ValueError(f"padding: values must be >= 0, got {padding}")
     return padding
+
+
+def dwconv_params(kernel_size, stride, padding, dilation) -> List[int]:
+    """``conv_params`` of ``dwconv2d_packed``: [kh, kw, stride_h, stride_w, pad_top, pad_left,
+    pad_bottom, pad_right, dilation_h, dilation_w]; padding as 2 (symmetric) or 4 values."""
+    return (_check_ints("kernel_size", kernel_size, 2, 1) + _check_ints("stride", stride, 2, 1)
+            + normalize_padding(padding) + _check_ints("dilation", dilation, 2, 1))
+
+
+def _split_params(conv_params):
+    """conv_params -> (kernel_size, stride, padding, dilation), errors naming conv_params."""
+    params = list(conv_params)
+    if len(params) != 10:
+        raise ValueError(
+            "conv_params: expected 10 values [kh, kw, stride_h, stride_w, pad_top, pad_left, "
+            f"pad_bottom, pad_right, dilation_h, dilation_w] (see dwconv_params), got {len(params)}"
+        )
+    try:
+        return (_check_ints("kernel_size", params[0:2], 2, 1), _check_ints("stride", params[2:4], 2, 1),
+                normalize_padding(params[4:8]), _check_ints("dilation", params[8:10], 2, 1))
+    except ValueError as e:
+        raise ValueError(f"conv_params: {e}") from None
 
 
 def _check_activation(name: str, value, allowed) -> None:
@@ -330,15 +356,15 @@ def _dwconv2d_fake(input, weight, bias, stride, padding, dilation, activation):
     return _dw_fake_output(input, kernel_size, stride, padding, dilation, activation)
 
 
-def _dwconv2d_packed_cpu(input, packed_weight, kernel_size, stride, padding, dilation, activation):
+def _dwconv2d_packed_cpu(input, packed_weight, conv_params, activation):
     # The fused modules call this once per layer per inference: full validation runs once per
     # distinct signature, later calls check only what the key cannot (grad).
-    key = (_tensor_key(input), _tensor_key(packed_weight), tuple(kernel_size), tuple(stride),
-           tuple(padding), tuple(dilation), activation)
+    key = (_tensor_key(input), _tensor_key(packed_weight), tuple(conv_params), activation)
     entry = _DW_PLANS.get(key)
     if entry is None:
         _check_input(input)
-        kernel_size = _check_packed(input, packed_weight, kernel_size)
+        kernel_size, stride, padding, dilation = _split_params(conv_params)
+        _check_packed(input, packed_weight, kernel_size)
         stride, pads, dilation, out_h, out_w = _check_dw_geometry(
             input, kernel_size, stride, padding, dilation, activation)
         entry = _dw_plan(input, kernel_size, stride, pads, dilation, out_h, out_w, activation)
@@ -351,9 +377,10 @@ def _dwconv2d_packed_cpu(input, packed_weight, kernel_size, stride, padding, dil
     return _run_dw_plan(entry[:4], input, packed_weight)
 
 
-def _dwconv2d_packed_fake(input, packed_weight, kernel_size, stride, padding, dilation, activation):
+def _dwconv2d_packed_fake(input, packed_weight, conv_params, activation):
     _check_input(input)
-    kernel_size = _check_packed(input, packed_weight, kernel_size)
+    kernel_size, stride, padding, dilation = _split_params(conv_params)
+    _check_packed(input, packed_weight, kernel_size)
     return _dw_fake_output(input, kernel_size, stride, padding, dilation, activation)
 
 

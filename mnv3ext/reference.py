@@ -53,9 +53,12 @@ def unpack_dwconv_weight(packed: torch.Tensor, channels: int, kernel_size: Seque
     return weight, bias
 
 
-def dwconv2d_packed(input, packed_weight, kernel_size, stride, padding, dilation, activation_name):
+def dwconv2d_packed(input, packed_weight, conv_params, activation_name):
+    """``conv_params`` = [kh, kw, stride_h, stride_w, pad_top, pad_left, pad_bottom, pad_right,
+    dilation_h, dilation_w], as ``mnv3ext.ops.dwconv_params`` builds it."""
+    kernel_size, stride, pads, dilation = conv_params[0:2], conv_params[2:4], conv_params[4:8], conv_params[8:10]
     weight, bias = unpack_dwconv_weight(packed_weight, input.shape[1], kernel_size)
-    return dwconv2d(input, weight.to(input.dtype), bias.to(input.dtype), stride, padding, dilation,
+    return dwconv2d(input, weight.to(input.dtype), bias.to(input.dtype), stride, pads, dilation,
                     activation_name)
 
 

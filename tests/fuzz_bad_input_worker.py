@@ -142,8 +142,8 @@ def dw_args():
 
 def packed_args():
     w = torch.randn(8, 1, 3, 3)
-    return [torch.randn(2, 8, 6, 5), torch.ops.mnv3ext.pack_dwconv_weight(w, None), [3, 3], [2, 1],
-            [1, 0, 1, 2], [1, 1], "hardswish"]
+    return [torch.randn(2, 8, 6, 5), torch.ops.mnv3ext.pack_dwconv_weight(w, None),
+            [3, 3, 2, 1, 1, 0, 1, 2, 1, 1], "hardswish"]
 
 
 def se_args():
@@ -169,7 +169,7 @@ def np_se_args():
 ENTRY_POINTS = [
     ("dwconv2d", torch.ops.mnv3ext.dwconv2d, dw_args, ["t", "t", "t", "i", "i", "i", "s"]),
     ("pack_dwconv_weight", torch.ops.mnv3ext.pack_dwconv_weight, lambda: dw_args()[1:3], ["t", "t"]),
-    ("dwconv2d_packed", torch.ops.mnv3ext.dwconv2d_packed, packed_args, ["t", "t", "i", "i", "i", "i", "s"]),
+    ("dwconv2d_packed", torch.ops.mnv3ext.dwconv2d_packed, packed_args, ["t", "t", "i", "s"]),
     ("squeeze_excite", torch.ops.mnv3ext.squeeze_excite, se_args, ["t", "t", "t", "t", "t", "s", "s"]),
     ("_C.dwconv2d", _C.dwconv2d, np_dw_args, ["a", "a", "a", "i", "i", "i", "s", "b", "n"]),
     ("_C.pack_dwconv", _C.pack_dwconv, np_pack_args, ["a", "a"]),

@@ -403,8 +403,8 @@ def test_fuzz_dwconv2d_packed(case, packed_layout):
     op = torch.ops.mnv3ext.dwconv2d_packed
     ks = [case["kh"], case["kw"]]
     check_dw_on_every_isa(
-        lambda *a: op(x, packed, ks, *a),
-        lambda *a: op(meta_like(x), meta_like(packed), ks, *a),
+        lambda st, pad, dil, act: op(x, packed, mnv3ext.ops.dwconv_params(ks, st, pad, dil), act),
+        lambda st, pad, dil, act: op(meta_like(x), meta_like(packed), mnv3ext.ops.dwconv_params(ks, st, pad, dil), act),
         case, x, weight, expected_b, [x, packed],
     )
 

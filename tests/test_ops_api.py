@@ -46,7 +46,8 @@ def test_opcheck(channels_last):
     torch.library.opcheck(torch.ops.mnv3ext.dwconv2d.default, (x, w, None, *rest))
     packed = torch.ops.mnv3ext.pack_dwconv_weight(w, b)
     torch.library.opcheck(torch.ops.mnv3ext.pack_dwconv_weight.default, (w, b))
-    torch.library.opcheck(torch.ops.mnv3ext.dwconv2d_packed.default, (x, packed, [3, 3], *rest))
+    params = mnv3ext.ops.dwconv_params([3, 3], *rest[:3])
+    torch.library.opcheck(torch.ops.mnv3ext.dwconv2d_packed.default, (x, packed, params, rest[3]))
     torch.library.opcheck(torch.ops.mnv3ext.squeeze_excite.default, se_args(channels_last))
 
 

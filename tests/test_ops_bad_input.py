@@ -114,9 +114,27 @@ def test_packed_weight_shape_is_checked():
     x = torch.randn(1, 20, 5, 5)
     packed = torch.ops.mnv3ext.pack_dwconv_weight(torch.randn(20, 1, 3, 3), None)
     with pytest.raises(ValueError, match="packed_weight: expected shape"):
-        torch.ops.mnv3ext.dwconv2d_packed(x, packed, [5, 5], [1, 1], [2, 2], [1, 1], "relu")
+        torch.ops.mnv3ext.dwconv2d_packed(x, packed, [5, 5, 1, 1, 2, 2, 2, 2, 1, 1], "relu")
     with pytest.raises(ValueError, match="packed_weight: expected shape"):
-        torch.ops.mnv3ext.dwconv2d_packed(torch.randn(1, 40, 5, 5), packed, [3, 3], [1, 1], [1, 1], [1, 1], "relu")
+        torch.ops.mnv3ext.dwconv2d_packed(torch.randn(1, 40, 5, 5), packed, [3, 3, 1, 1, 1, 1, 1, 1, 1, 1], "relu")
+
+
+@pytest.mark.parametrize("params, message", [
+    ([3, 3, 1, 1, 1, 1, 1, 1, 1], "conv_params: expected 10 values"),
+    ([3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1], "conv_params: expected 10 values"),
+    ([0, 3, 1, 1, 1, 1, 1, 1, 1, 1], "conv_params: kernel_size: values must be >= 1"),
+    ([3, 3, 1, 0, 1, 1, 1, 1, 1, 1], "conv_params: stride: values must be >= 1"),
+    ([3, 3, 1, 1, 1, -1, 1, 1, 1, 1], "conv_params: padding: values must be >= 0"),
+    ([3, 3, 1, 1, 1, 1, 1, 1, 1, 0], "conv_params: dilation: values must be >= 1"),
+    ([3, 3, 1, 1, 0, 0, 0, 0, 9, 9], "padding: padded input"),
+])
+def test_packed_conv_params_are_checked(params, message):
+    x = torch.randn(1, 20, 5, 5)
+    packed = torch.ops.mnv3ext.pack_dwconv_weight(torch.randn(20, 1, 3, 3), None)
+    with pytest.raises(ValueError, match=message):
+        torch.ops.mnv3ext.dwconv2d_packed(x, packed, params, "relu")
+    with pytest.raises(ValueError, match=message):  # the fake kernel agrees
+        torch.ops.mnv3ext.dwconv2d_packed(x.to("meta"), packed.to("meta"), params, "relu")
 
 
 def test_sizes_overflowing_64bit_indexing_are_refused_before_any_access():

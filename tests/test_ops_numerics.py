@@ -107,7 +107,8 @@ def test_dwconv2d_matches_float64_reference(isa, case, layout):
     elif layout != "channels_last":
         assert out.is_contiguous()
     packed = torch.ops.mnv3ext.pack_dwconv_weight(weight, bias)
-    out_packed = torch.ops.mnv3ext.dwconv2d_packed(x, packed, [kh, kw], *args)
+    params = mnv3ext.ops.dwconv_params([kh, kw], *args[:3])
+    out_packed = torch.ops.mnv3ext.dwconv2d_packed(x, packed, params, args[3])
     assert torch.equal(out_packed, out)
 
 

@@ -96,8 +96,8 @@ def op_cases(g):
     return [
         lambda: OPS.dwconv2d(x, w3, b64, [1, 1], [1, 1], [1, 1], "relu6"),
         lambda: OPS.dwconv2d(x_cl, w3.repeat(3, 1, 1, 1)[:96], None, [2, 1], [0, 1, 2, 1], [1, 2], "hardswish"),
-        lambda: OPS.dwconv2d_packed(x_cl, packed, [5, 5], [2, 2], [2, 2], [1, 1], "hardswish"),
-        lambda: OPS.dwconv2d_packed(x_cl[:, :, 1:, ::2], packed, [5, 5], [1, 1], [2, 2], [1, 1], "none"),
+        lambda: OPS.dwconv2d_packed(x_cl, packed, [5, 5, 2, 2, 2, 2, 2, 2, 1, 1], "hardswish"),
+        lambda: OPS.dwconv2d_packed(x_cl[:, :, 1:, ::2], packed, [5, 5, 1, 1, 2, 2, 2, 2, 1, 1], "none"),
         lambda: OPS.squeeze_excite(x, fc1, None, fc2, b64, "relu", "hardsigmoid"),
         lambda: OPS.squeeze_excite(x_cl, fc1c, b24, fc2c, b96, "hardswish", "sigmoid"),
     ]
@@ -182,7 +182,7 @@ def test_gil_is_released_during_kernels(op):
         if op == "dwconv2d":
             call = lambda: OPS.dwconv2d(x, w, None, [1, 1], [3, 3], [1, 1], "hardswish")  # noqa: E731
         else:
-            call = lambda: OPS.dwconv2d_packed(x, packed, [7, 7], [1, 1], [3, 3], [1, 1], "hardswish")  # noqa: E731
+            call = lambda: OPS.dwconv2d_packed(x, packed, [7, 7, 1, 1, 3, 3, 3, 3, 1, 1], "hardswish")  # noqa: E731
     with mnv3ext.use_isa("scalar"):  # the slowest path: a long single kernel call
         duration, pause = longest_ticker_pause(call)
     assert duration > 0.05, f"kernel call too short to judge ({duration * 1e3:.0f} ms)"
@@ -235,7 +235,7 @@ fc1, fc2 = torch.randn(8, 24, generator=g), torch.randn(24, 8, 1, 1, generator=g
 cases = {
     "pack_dwconv_weight": lambda: ops.pack_dwconv_weight(w, b),
     "dwconv2d": lambda: ops.dwconv2d(x, w, b, [2, 1], [1, 1, 1, 0], [1, 1], "hardswish"),
-    "dwconv2d_packed": lambda: ops.dwconv2d_packed(x_cl, packed, [3, 3], [1, 1], [1, 1], [1, 1], "relu"),
+    "dwconv2d_packed": lambda: ops.dwconv2d_packed(x_cl, packed, [3, 3, 1, 1, 1, 1, 1, 1, 1, 1], "relu"),
     "squeeze_excite": lambda: ops.squeeze_excite(x_cl, fc1, None, fc2, b, "hardswish", "hardsigmoid"),
 }
 result = {}

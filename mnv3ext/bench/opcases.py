@@ -24,6 +24,7 @@ import torch.nn.functional as F
 
 from .. import shapes
 from ..nn.fold import fold_batchnorm
+from ..ops import dwconv_params
 
 __all__ = ["OpCase", "LAYOUTS", "dw_case", "se_case", "all_cases", "case_id"]
 
@@ -98,11 +99,11 @@ def dw_case(layer: shapes.DwLayer, layout: str, batch: int = 1, seed: int = 0) -
 
     fw, fb = fold_batchnorm(weight.contiguous(), None, bn)
     packed = torch.ops.mnv3ext.pack_dwconv_weight(fw.contiguous(), fb.contiguous())
-    dwop = torch.ops.mnv3ext.dwconv2d_packed
-    ks, st, pad, dil, a = [k, k], [s, s], [p, p], [1, 1], layer.activation
+    dwop = torch.ops.mnv3ext.dwconv2d_packed.default  # as FusedDepthwiseConv2d calls it
+    params, a = dwconv_params([k, k], [s, s], [p, p], [1, 1]), layer.activation
 
     def ours() -> torch.Tensor:
-        return dwop(x, packed, ks, st, pad, dil, a)
+        return dwop(x, packed, params, a)
 
     o = layer.out_size
     moved = (batch * c * layer.size ** 2 + batch * c * o * o + c * (k * k + 1)) * FLOAT
@@ -129,7 +130,7 @@ def se_case(layer: shapes.SeLayer, layout: str, batch: int = 1, seed: int = 0) -
         t = F.hardsigmoid(t, inplace=True)
         return t * x
 
-    seop = torch.ops.mnv3ext.squeeze_excite
+    seop = torch.ops.mnv3ext.squeeze_excite.default  # as FusedSqueezeExcite calls it
 
     def ours() -> torch.Tensor:
         return seop(x, w1, b1, w2, b2, "relu", "hardsigmoid")

@@ -13,6 +13,23 @@ from torch import nn
 
 from .. import ops  # registers torch.ops.mnv3ext
 
+# Eager calls go straight to the op overloads: resolving an OpOverloadPacket costs ~1 us per
+# call. TorchScript cannot call overload objects, so scripted modules take the packet.
+_DWCONV2D_PACKED = torch.ops.mnv3ext.dwconv2d_packed.default
+_SQUEEZE_EXCITE = torch.ops.mnv3ext.squeeze_excite.default
+
+
+@torch.jit.unused
+def _dwconv2d_packed(x: torch.Tensor, packed: torch.Tensor, params: List[int], activation: str) -> torch.Tensor:
+    return _DWCONV2D_PACKED(x, packed, params, activation)
+
+
+@torch.jit.unused
+def _squeeze_excite(x: torch.Tensor, fc1_weight: torch.Tensor, fc1_bias: Optional[torch.Tensor],
+                    fc2_weight: torch.Tensor, fc2_bias: Optional[torch.Tensor], activation: str,
+                    gate: str) -> torch.Tensor:
+    return _SQUEEZE_EXCITE(x, fc1_weight, fc1_bias, fc2_weight, fc2_bias, activation, gate)
+
 
 def _as_list(value, count: int) -> List[int]:
     if isinstance(value, int):
@@ -38,6 +55,8 @@ class FusedDepthwiseConv2d(nn.Module):
         self.padding: List[int] = ops.normalize_padding(_as_list(padding, 2))
         self.dilation: List[int] = _as_list(dilation, 2)
         self.activation = activation
+        self.conv_params: List[int] = ops.dwconv_params(self.kernel_size, self.stride, self.padding,
+                                                        self.dilation)
         self.register_buffer("packed_weight", self._pack(), persistent=False)
 
     def _pack(self) -> torch.Tensor:
@@ -51,10 +70,9 @@ class FusedDepthwiseConv2d(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.training:
             raise RuntimeError("FusedDepthwiseConv2d is inference-only: call model.eval() first")
-        return torch.ops.mnv3ext.dwconv2d_packed(
-            x, self.packed_weight, self.kernel_size, self.stride, self.padding, self.dilation,
-            self.activation,
-        )
+        if torch.jit.is_scripting():
+            return torch.ops.mnv3ext.dwconv2d_packed(x, self.packed_weight, self.conv_params, self.activation)
+        return _dwconv2d_packed(x, self.packed_weight, self.conv_params, self.activation)
 
     def extra_repr(self) -> str:
         return (f"{self.weight.shape[0]}, kernel_size={tuple(self.kernel_size)}, stride={tuple(self.stride)}, "
@@ -85,7 +103,11 @@ class FusedSqueezeExcite(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.training:
             raise RuntimeError("FusedSqueezeExcite is inference-only: call model.eval() first")
-        return torch.ops.mnv3ext.squeeze_excite(
+        if torch.jit.is_scripting():
+            return torch.ops.mnv3ext.squeeze_excite(
+                x, self.fc1_weight, self.fc1_bias, self.fc2_weight, self.fc2_bias, self.activation, self.gate
+            )
+        return _squeeze_excite(
             x, self.fc1_weight, self.fc1_bias, self.fc2_weight, self.fc2_bias, self.activation, self.gate
         )
 

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..nn.fused import FusedDepthwiseConv2d
+from ..nn.fused import FusedDepthwiseConv2d, _dwconv2d_packed
 
 __all__ = ["PointwiseConv2d", "SameFusedDepthwiseConv2d", "POINTWISE_ACTIVATIONS", "tf_same_pads"]
 
@@ -96,9 +96,10 @@ class SameFusedDepthwiseConv2d(FusedDepthwiseConv2d):
         if self.training:
             raise RuntimeError("SameFusedDepthwiseConv2d is inference-only: call model.eval() first")
         pads = tf_same_pads(x.shape[-2], x.shape[-1], self.kernel_size, self.stride, self.dilation)
-        return torch.ops.mnv3ext.dwconv2d_packed(
-            x, self.packed_weight, self.kernel_size, self.stride, pads, self.dilation, self.activation
-        )
+        params = self.kernel_size + self.stride + pads + self.dilation
+        if torch.jit.is_scripting():
+            return torch.ops.mnv3ext.dwconv2d_packed(x, self.packed_weight, params, self.activation)
+        return _dwconv2d_packed(x, self.packed_weight, params, self.activation)
 
     def extra_repr(self) -> str:
         return super().extra_repr().replace(f"padding={tuple(self.padding)}", "padding=same(tf)")
