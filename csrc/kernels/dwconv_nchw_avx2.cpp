@@ -1,196 +1,24 @@
-// AVX2 + FMA fused depthwise conv + bias + activation: the same algorithms and arithmetic
-// order as dwconv_avx512.cpp (see there), with 8-lane vectors, vmaskmov masks for tails and
-// 16 registers (only 3x3 weights are kept in registers; 5x5 weights are reloaded per tap,
-// with more pixels/vectors in flight per step).
-//
-// NHWC: vector over 8 channels (masked tail for C % 8), interior pixels P at a time without
-// bounds checks, edge pixels over 4 channel tiles at once. NCHW: per plane a zero-padded,
-// stride-phase-split scratch copy, 8 output columns per vector, U vectors in flight.
+// AVX2 + FMA fused depthwise conv + bias + activation, NCHW (planar): per plane a zero-padded,
+// stride-phase-split scratch copy, 8 output columns per vector, U vectors in flight (only 3x3
+// weights are kept in the 16 registers; 5x5 weights are reloaded per tap). Narrow planes go 8
+// planes at a time, channel-interleaved through 8x8 transposes.
 // Every output is bias + taps in (ky, kx) order, one FMA per tap: independent of threading.
-// Activations follow PyTorch (NaN kept); hardswish multiplies by (1/6) instead of dividing by 6:
-// at most 1 ulp from PyTorch (NaN/Inf the same), no vdivps in the epilogue. The scalar and NEON
-// kernels (activation.h) still divide.
-//
-// Compiled with AVX2 flags: everything stays in mnv3ext::avx2 with internal linkage, no STL
-// templates are instantiated, scratch comes from thread_scratch().
-#include <immintrin.h>
-
+// Compiled with AVX2 flags: internal linkage, no STL, scratch from thread_scratch().
 #include <cstdint>
 #include <cstring>
 
 #include "kernels.h"
+#include "simd_avx2.h"
 
 namespace mnv3ext::avx2 {
 namespace {
 
-// ---------------------------------------------------------------- ISA layer
-constexpr int64_t kLanes = 8;
-using Vec = __m256;
-using Mask = __m256i;  // lane i active when its sign bit is set (vmaskmov)
-
-inline Mask lanes_mask(int64_t n) {  // first min(n, 8) lanes
-  const int32_t k = int32_t(n >= kLanes ? kLanes : n);
-  return _mm256_cmpgt_epi32(_mm256_set1_epi32(k), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-}
-inline Mask full_mask() { return _mm256_set1_epi32(-1); }
-inline Mask no_mask() { return _mm256_setzero_si256(); }
-inline Vec vload(const float* p) { return _mm256_loadu_ps(p); }
-// vmaskmovps neither reads nor faults on inactive lanes.
-inline Vec vloadm(const float* p, Mask m) { return _mm256_maskload_ps(p, m); }
-inline void vstore(float* p, Vec v) { _mm256_storeu_ps(p, v); }
-inline void vstorem(float* p, Mask m, Vec v) { _mm256_maskstore_ps(p, m, v); }
-inline Vec vfma(Vec a, Vec b, Vec c) { return _mm256_fmadd_ps(a, b, c); }
-inline Vec vset1(float x) { return _mm256_set1_ps(x); }
-inline Vec vzero() { return _mm256_setzero_ps(); }
-inline Vec vadd(Vec a, Vec b) { return _mm256_add_ps(a, b); }
-inline Vec vmul(Vec a, Vec b) { return _mm256_mul_ps(a, b); }
-// max(a, b) = a > b ? a : b and min(a, b) = a < b ? a : b: a NaN in b comes through.
-inline Vec vmax(Vec a, Vec b) { return _mm256_max_ps(a, b); }
-inline Vec vmin(Vec a, Vec b) { return _mm256_min_ps(a, b); }
-
-// Stride-2 deinterleave: the 8 even-position floats of the 16 in (lo, hi).
-inline Vec deinterleave2v(Vec lo, Vec hi) {
-  const __m256 even = _mm256_shuffle_ps(lo, hi, _MM_SHUFFLE(2, 0, 2, 0));  // l0 l2 h0 h2 | l4 l6 h4 h6
-  return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(even), _MM_SHUFFLE(3, 1, 2, 0)));
-}
-inline Vec deinterleave2(const float* src, Vec hi) { return deinterleave2v(vload(src), hi); }
-
-// Tuning: output pixels per NHWC interior step, output vectors per NCHW step, and whether
-// the kh*kw weight vectors are kept in registers (16 ymm registers: only for 3x3).
-constexpr int nhwc_pixels(int taps) { return taps <= 9 ? 4 : 8; }
-constexpr int nhwc_pixels_tail(int taps) { return nhwc_pixels(taps); }  // must match: one split per row
-constexpr bool nhwc_weights_in_regs(int taps) { return taps <= 9; }
+// Output vectors (planar) / pixels (interleaved) per step and whether the weights stay in
+// registers.
 constexpr int nchw_vectors(int taps) { return taps <= 9 ? 5 : 8; }
 constexpr bool nchw_weights_in_regs(int taps) { return taps <= 9; }
-
-// ---------------------------------------------------------------- shared body
-inline Vec activate(Activation a, Vec x) {
-  switch (a) {
-    case Activation::kRelu: return vmax(vzero(), x);  // 0 > x ? 0 : x
-    case Activation::kRelu6: return vmin(vset1(6.0f), vmax(vzero(), x));
-    case Activation::kHardswish: {
-      const Vec t = vmin(vset1(6.0f), vmax(vzero(), vadd(x, vset1(3.0f))));
-      return vmul(vmul(x, t), vset1(1.0f / 6.0f));  // see the header comment
-    }
-    default: return x;
-  }
-}
-
-template <bool Tail>
-inline Vec ld(const float* p, Mask m) {
-  if constexpr (Tail) return vloadm(p, m);
-  else return vload(p);
-}
-template <bool Tail>
-inline void st(float* p, Mask m, Vec v) {
-  if constexpr (Tail) vstorem(p, m, v);
-  else vstore(p, v);
-}
-
-// ---- NHWC
-// One output row, one channel tile. rows[ky] points at input row iy = oy*sh - pt + ky*dh at
-// the tile's first channel, or is null when that row is padding. wp = packed + c0, out = output
-// row + c0. Pixels [0, ox_l) and [ox_r, out_w) need column checks, [ox_l, ox_r) do not.
-struct NhwcTileArgs {
-  const DwConvShape* s;
-  const float* const* rows;
-  const float* wp;
-  int64_t padded;
-  float* out;
-  int64_t ox_l, ox_r;
-  Mask m;
-};
-
-// Interior pixels [ox_l, ox_l + groups * P) of one output row for one channel tile, the
-// kh*kw weight vectors in registers; returns the first pixel not done.
-template <int KH, int KW, int S, bool Tail>
-int64_t nhwc_tile_k(const NhwcTileArgs& a) {
-  constexpr int T = KH * KW;
-  constexpr bool WR = nhwc_weights_in_regs(T);
-  constexpr int P = Tail ? nhwc_pixels_tail(T) : nhwc_pixels(T);
-  const int64_t C = a.s->channels, pl = a.s->pad_left;
-  const int64_t padded = a.padded;
-  const float* wp = a.wp;
-  const Mask m = a.m;
-  const Activation act = a.s->activation;
-  const float* rows[KH];
-  for (int ky = 0; ky < KH; ++ky) rows[ky] = a.rows[ky];
-  Vec w[WR ? T : 1];
-  if constexpr (WR)
-    for (int t = 0; t < T; ++t) w[t] = vload(wp + (1 + t) * padded);
-  auto weight = [&](int t) {
-    if constexpr (WR) return w[t];
-    else return vload(wp + (1 + t) * padded);
-  };
-  int64_t ox = a.ox_l;
-  for (; ox + P <= a.ox_r; ox += P) {
-    Vec acc[P];
-    const Vec bias = vload(wp);
-    for (int p = 0; p < P; ++p) acc[p] = bias;
-    const int64_t off = (ox * S - pl) * C;
-    for (int ky = 0; ky < KH; ++ky) {
-      if (!rows[ky]) continue;
-      const float* r = rows[ky] + off;
-      for (int kx = 0; kx < KW; ++kx) {
-        const Vec wt = weight(ky * KW + kx);
-        for (int p = 0; p < P; ++p) acc[p] = vfma(wt, ld<Tail>(r + (p * S + kx) * C, m), acc[p]);
-      }
-    }
-    for (int p = 0; p < P; ++p) st<Tail>(a.out + (ox + p) * C, m, activate(act, acc[p]));
-  }
-  return ox;
-}
-using NhwcTileFn = int64_t (*)(const NhwcTileArgs&);
-
-// One output pixel over all channels, any shape: the valid taps are listed once, then the
-// channels go 4 tiles at a time (4 independent FMA chains), weights read from memory.
-void nhwc_pixel(const DwConvShape& s, const float* const* base, const float* packed,
-                int64_t padded, float* out, int64_t ox) {
-  const int64_t C = s.channels, W = s.in_w;
-  const int64_t ix0 = ox * s.stride_w - s.pad_left;
-  const float* in[49];
-  const float* wt[49];
-  int nt = 0;
-  for (int ky = 0; ky < s.kernel_h; ++ky) {
-    if (!base[ky]) continue;
-    for (int kx = 0; kx < s.kernel_w; ++kx) {
-      const int64_t ix = ix0 + int64_t(kx) * s.dilation_w;
-      if (ix < 0 || ix >= W) continue;
-      in[nt] = base[ky] + ix * C;
-      wt[nt] = packed + (1 + ky * s.kernel_w + kx) * padded;
-      ++nt;
-    }
-  }
-  const Activation act = s.activation;
-  int64_t c = 0;
-  for (; c + 4 * kLanes <= C; c += 4 * kLanes) {
-    Vec a0 = vload(packed + c), a1 = vload(packed + c + kLanes);
-    Vec a2 = vload(packed + c + 2 * kLanes), a3 = vload(packed + c + 3 * kLanes);
-    for (int i = 0; i < nt; ++i) {
-      const float* x = in[i] + c;
-      const float* w = wt[i] + c;
-      a0 = vfma(vload(w), vload(x), a0);
-      a1 = vfma(vload(w + kLanes), vload(x + kLanes), a1);
-      a2 = vfma(vload(w + 2 * kLanes), vload(x + 2 * kLanes), a2);
-      a3 = vfma(vload(w + 3 * kLanes), vload(x + 3 * kLanes), a3);
-    }
-    vstore(out + c, activate(act, a0));
-    vstore(out + c + kLanes, activate(act, a1));
-    vstore(out + c + 2 * kLanes, activate(act, a2));
-    vstore(out + c + 3 * kLanes, activate(act, a3));
-  }
-  for (; c + kLanes <= C; c += kLanes) {
-    Vec acc = vload(packed + c);
-    for (int i = 0; i < nt; ++i) acc = vfma(vload(wt[i] + c), vload(in[i] + c), acc);
-    vstore(out + c, activate(act, acc));
-  }
-  if (c < C) {
-    const Mask m = lanes_mask(C - c);
-    Vec acc = vload(packed + c);
-    for (int i = 0; i < nt; ++i) acc = vfma(vload(wt[i] + c), vloadm(in[i] + c, m), acc);
-    vstorem(out + c, m, activate(act, acc));
-  }
-}
+constexpr int interleaved_pixels(int taps) { return taps <= 9 ? 4 : 8; }
+constexpr bool interleaved_weights_in_regs(int taps) { return taps <= 9; }
 
 // ---- NCHW
 // scr: padded plane, rows of s_w phases of `r` floats each; row y of the padded plane at
@@ -351,8 +179,8 @@ using IlFn = void (*)(const IlArgs&);
 template <int K, int S>
 void il_compute_k(const IlArgs& a) {
   constexpr int T = K * K;
-  constexpr bool WR = nhwc_weights_in_regs(T);
-  constexpr int P = nhwc_pixels(T);
+  constexpr bool WR = interleaved_weights_in_regs(T);
+  constexpr int P = interleaved_pixels(T);
   const int64_t OW = a.s->out_w, total = a.s->out_h * OW, wp = a.wp;
   const Activation act = a.s->activation;
   Vec w[WR ? T : 1];
@@ -410,27 +238,6 @@ void il_compute_generic(const IlArgs& a) {
       vstore(a.obuf + j * kLanes, activate(s.activation, acc[p]));
     }
   }
-}
-
-// In-register transpose of 8 rows of 8 floats: r[i][j] -> r[j][i].
-inline void transpose8(Vec r[8]) {
-  Vec t[8];
-  for (int i = 0; i < 4; ++i) {
-    t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
-    t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);
-  }
-  for (int i = 0; i < 2; ++i) {
-    r[4 * i] = _mm256_shuffle_ps(t[4 * i], t[4 * i + 2], _MM_SHUFFLE(1, 0, 1, 0));
-    r[4 * i + 1] = _mm256_shuffle_ps(t[4 * i], t[4 * i + 2], _MM_SHUFFLE(3, 2, 3, 2));
-    r[4 * i + 2] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], _MM_SHUFFLE(1, 0, 1, 0));
-    r[4 * i + 3] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], _MM_SHUFFLE(3, 2, 3, 2));
-  }
-  // r[4i + j], 128-bit lane k: column 4k + j of rows 4i..4i+3.
-  for (int j = 0; j < 4; ++j) {
-    t[j] = _mm256_permute2f128_ps(r[j], r[4 + j], 0x20);
-    t[4 + j] = _mm256_permute2f128_ps(r[j], r[4 + j], 0x31);
-  }
-  for (int j = 0; j < 8; ++j) r[j] = t[j];
 }
 
 void nchw_interleaved(const DwConvShape& s, const float* input, const float* packed,
@@ -494,54 +301,6 @@ void nchw_interleaved(const DwConvShape& s, const float* input, const float* pac
 }
 
 }  // namespace
-
-void dwconv_nhwc_rows(const DwConvShape& s, const float* input, const float* packed,
-                      float* output, int64_t row_begin, int64_t row_end) {
-  const int64_t C = s.channels, padded = padded_channels(C);
-  const int64_t H = s.in_h, W = s.in_w, OH = s.out_h, OW = s.out_w;
-  const int64_t SW = s.stride_w, pl = s.pad_left;
-  // Interior columns: every tap inside the input.
-  int64_t ox_l = (pl + SW - 1) / SW;
-  if (ox_l > OW) ox_l = OW;
-  const int64_t last = W - 1 + pl - int64_t(s.kernel_w - 1) * s.dilation_w;
-  int64_t ox_r = last < 0 ? 0 : last / SW + 1;
-  if (ox_r > OW) ox_r = OW;
-  if (ox_r < ox_l) ox_r = ox_l;
-
-  NhwcTileFn full = nullptr, tail = nullptr;
-  if (s.kernel_h == s.kernel_w && s.stride_h == s.stride_w && s.dilation_h == 1 &&
-      s.dilation_w == 1) {
-    const int k = s.kernel_h, st = s.stride_h;
-    if (k == 3 && st == 1) full = nhwc_tile_k<3, 3, 1, false>, tail = nhwc_tile_k<3, 3, 1, true>;
-    if (k == 3 && st == 2) full = nhwc_tile_k<3, 3, 2, false>, tail = nhwc_tile_k<3, 3, 2, true>;
-    if (k == 5 && st == 1) full = nhwc_tile_k<5, 5, 1, false>, tail = nhwc_tile_k<5, 5, 1, true>;
-    if (k == 5 && st == 2) full = nhwc_tile_k<5, 5, 2, false>, tail = nhwc_tile_k<5, 5, 2, true>;
-  }
-
-  const float* base[8];
-  const float* rows[8];
-  for (int64_t row = row_begin; row < row_end; ++row) {
-    const int64_t n = row / OH, oy = row % OH;
-    for (int ky = 0; ky < s.kernel_h; ++ky) {
-      const int64_t iy = oy * s.stride_h - s.pad_top + int64_t(ky) * s.dilation_h;
-      base[ky] = (iy < 0 || iy >= H) ? nullptr : input + (n * H + iy) * W * C;
-    }
-    float* out_row = output + row * OW * C;
-    // Interior groups per channel tile (weights in registers), the rest pixel by pixel.
-    int64_t done = ox_l;
-    if (full) {
-      for (int64_t c0 = 0; c0 < C; c0 += kLanes) {
-        for (int ky = 0; ky < s.kernel_h; ++ky) rows[ky] = base[ky] ? base[ky] + c0 : nullptr;
-        const NhwcTileArgs args{&s, rows, packed + c0, padded, out_row + c0, ox_l, ox_r,
-                                lanes_mask(C - c0)};
-        done = C - c0 >= kLanes ? full(args) : tail(args);
-      }
-    }
-    for (int64_t ox = 0; ox < ox_l; ++ox) nhwc_pixel(s, base, packed, padded, out_row + ox * C, ox);
-    for (int64_t ox = done; ox < OW; ++ox)
-      nhwc_pixel(s, base, packed, padded, out_row + ox * C, ox);
-  }
-}
 
 void dwconv_nchw_planes(const DwConvShape& s, const float* input, const float* packed,
                         float* output, int64_t plane_begin, int64_t plane_end) {
