@@ -358,9 +358,14 @@ def _dwconv2d_fake(input, weight, bias, stride, padding, dilation, activation):
 
 def _dwconv2d_packed_cpu(input, packed_weight, conv_params, activation):
     # The fused modules call this once per layer per inference: full validation runs once per
-    # distinct signature, later calls check only what the key cannot (grad).
-    key = (_tensor_key(input), _tensor_key(packed_weight), tuple(conv_params), activation)
-    entry = _DW_PLANS.get(key)
+    # distinct signature, later calls check only what the key cannot (grad). Written out flat:
+    # this is the per-layer hot path, every Python call in it costs ~0.1 us.
+    try:
+        key = (input.shape, input.stride(), input.dtype, packed_weight.shape, packed_weight.stride(),
+               packed_weight.dtype, tuple(conv_params), activation)
+        entry = _DW_PLANS.get(key)
+    except (AttributeError, TypeError):  # not tensors / not a list: the full checks say which
+        key, entry = None, None
     if entry is None:
         _check_input(input)
         kernel_size, stride, padding, dilation = _split_params(conv_params)
@@ -372,9 +377,15 @@ def _dwconv2d_packed_cpu(input, packed_weight, conv_params, activation):
         _remember(_DW_PLANS, key, entry)
     if torch.is_grad_enabled():
         _check_inference(input, packed_weight)
-    if entry[4]:
+    plan, size, strides, input_copy, packed_copy = entry
+    if input_copy:
+        input = input.contiguous()
+    if packed_copy:
         packed_weight = packed_weight.contiguous()
-    return _run_dw_plan(entry[:4], input, packed_weight)
+    out = torch.empty_strided(size, strides, dtype=_F32)
+    if size[0]:
+        plan.run(input.data_ptr(), packed_weight.data_ptr(), out.data_ptr(), torch.get_num_threads())
+    return out
 
 
 def _dwconv2d_packed_fake(input, packed_weight, conv_params, activation):
@@ -400,22 +411,27 @@ def _se_plan(input, fc1_weight, fc1_bias, fc2_weight, fc2_bias, activation, gate
 
 
 def _squeeze_excite_cpu(input, fc1_weight, fc1_bias, fc2_weight, fc2_bias, activation, gate):
-    key = (_tensor_key(input), _tensor_key(fc1_weight), _tensor_key(fc1_bias), _tensor_key(fc2_weight),
-           _tensor_key(fc2_bias), activation, gate)
-    entry = _SE_PLANS.get(key)
+    try:  # flat: the per-layer hot path (see _dwconv2d_packed_cpu)
+        key = (input.shape, input.stride(), input.dtype, fc1_weight.shape, fc1_weight.stride(),
+               fc1_weight.dtype, _tensor_key(fc1_bias), fc2_weight.shape, fc2_weight.stride(),
+               fc2_weight.dtype, _tensor_key(fc2_bias), activation, gate)
+        entry = _SE_PLANS.get(key)
+    except (AttributeError, TypeError):  # not tensors: the full checks say which
+        key, entry = None, None
     if entry is None:
         entry = _se_plan(input, fc1_weight, fc1_bias, fc2_weight, fc2_bias, activation, gate)
         _remember(_SE_PLANS, key, entry)
     if torch.is_grad_enabled():
         _check_inference(input, fc1_weight, fc1_bias, fc2_weight, fc2_bias)
     plan, size, strides, any_copy, copies = entry
-    tensors = (input, fc1_weight, fc1_bias, fc2_weight, fc2_bias)
     if any_copy:
-        tensors = tuple(t.contiguous() if copy else t for t, copy in zip(tensors, copies))
+        input, fc1_weight, fc1_bias, fc2_weight, fc2_bias = (
+            t.contiguous() if copy else t
+            for t, copy in zip((input, fc1_weight, fc1_bias, fc2_weight, fc2_bias), copies))
     out = torch.empty_strided(size, strides, dtype=_F32)
     if size[0]:
-        x, w1, b1, w2, b2 = tensors
-        plan.run(x.data_ptr(), w1.data_ptr(), _ptr(b1), w2.data_ptr(), _ptr(b2), out.data_ptr(),
+        plan.run(input.data_ptr(), fc1_weight.data_ptr(), 0 if fc1_bias is None else fc1_bias.data_ptr(),
+                 fc2_weight.data_ptr(), 0 if fc2_bias is None else fc2_bias.data_ptr(), out.data_ptr(),
                  torch.get_num_threads())
     return out
 
