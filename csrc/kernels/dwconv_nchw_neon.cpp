@@ -1,14 +1,9 @@
-// NEON depthwise conv + activation (Armv8.0-A baseline: Advanced SIMD float32x4, FMA).
+// NEON depthwise conv + activation, NCHW (Armv8.0-A baseline: Advanced SIMD float32x4, FMA).
 // Same semantics as dwconv_scalar.cpp: out = act(bias + sum over in-range taps, in (ky, kx)
-// order, of w * x); only the rounding differs (fused multiply-add).
+// order, of w * x); only the rounding differs (fused multiply-add). The NHWC kernel is
+// dwconv_nhwc_neon.cpp; both use the vector layer simd_neon.h.
 //
-// NHWC: vectorised over channels. A tile of 4 or 8 channels runs along an output row with
-// the tile's bias and (for 3x3 / 5x5, dilation 1) all its taps held in registers; out-of-range
-// taps are skipped (no zero row), so non-finite weights behave exactly as in the scalar path.
-// Channel tails (C % 4) go through a small stack buffer: no load or store ever touches memory
-// past the exact end of a buffer.
-//
-// NCHW: vectorised over output columns. Each plane is copied once into a zero-padded per-thread
+// Vectorised over output columns. Each plane is copied once into a zero-padded per-thread
 // scratch (mnv3ext::thread_scratch) with the stride phases deinterleaved (phase p of a padded
 // row holds its columns p, p + stride, ...), so every tap of every stride/dilation reads 4
 // consecutive output columns with one contiguous load. 3x3 and 5x5 keep their weights and tap
@@ -23,139 +18,12 @@
 
 #include "activation.h"
 #include "kernels.h"
+#include "simd_neon.h"
 
 namespace mnv3ext::neon {
 namespace {
 
-// Vector form of apply_activation (activation.h), exactly as PyTorch: relu/relu6 keep NaN
-// (compare-and-select, never max), hardswish is x * min(max(x + 3, 0), 6) / 6 with a real
-// division, NaN lanes pass through unchanged.
-inline float32x4_t activate(Activation activation, float32x4_t x) {
-  const float32x4_t zero = vdupq_n_f32(0.0f);
-  switch (activation) {
-    case Activation::kNone:
-      return x;
-    case Activation::kRelu:
-      return vbslq_f32(vcltq_f32(x, zero), zero, x);
-    case Activation::kRelu6: {
-      const float32x4_t six = vdupq_n_f32(6.0f);
-      const float32x4_t high = vbslq_f32(vcgtq_f32(x, six), six, x);
-      return vbslq_f32(vcltq_f32(x, zero), zero, high);
-    }
-    case Activation::kHardswish: {
-      const float32x4_t six = vdupq_n_f32(6.0f);
-      const float32x4_t shifted =
-          vminq_f32(vmaxq_f32(vaddq_f32(x, vdupq_n_f32(3.0f)), zero), six);
-      const float32x4_t y = vdivq_f32(vmulq_f32(x, shifted), six);
-      return vbslq_f32(vceqq_f32(x, x), y, x);  // NaN lanes keep x
-    }
-    default: {  // gates never reach the depthwise epilogue; stay exact anyway
-      float lanes[4];
-      vst1q_f32(lanes, x);
-      for (float& v : lanes) v = apply_activation(activation, v);
-      return vld1q_f32(lanes);
-    }
-  }
-}
-
-// The first `count` (< 4) floats only.
-inline float32x4_t load_partial(const float* p, int count) {
-  float lanes[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-  for (int i = 0; i < count; ++i) lanes[i] = p[i];
-  return vld1q_f32(lanes);
-}
-
-inline void store_partial(float* p, float32x4_t v, int count) {
-  float lanes[4];
-  vst1q_f32(lanes, v);
-  for (int i = 0; i < count; ++i) p[i] = lanes[i];
-}
-
-// ---------------------------------------------------------------------------------------
-// NHWC
-
 constexpr int kMaxKernel = 7;
-
-// One output row, channels [c0, c0 + 4 * R), or [c0, c0 + lanes) when kPartial (R == 1).
-// K > 0: K x K kernel with dilation 1, taps in registers; K == 0: any kernel from memory.
-// Packed weight rows are padded to 16 floats, so full-vector weight loads are always in bounds.
-template <int K, int R, bool kPartial>
-void nhwc_row_tile(const DwConvShape& s, const float* input, const float* packed, float* output,
-                   int64_t row, int64_t c0, int lanes) {
-  static_assert(!kPartial || R == 1, "partial tiles are one vector wide");
-  constexpr bool kFixed = K > 0;
-  const int kh = kFixed ? K : s.kernel_h, kw = kFixed ? K : s.kernel_w;
-  const int dh = kFixed ? 1 : s.dilation_h, dw = kFixed ? 1 : s.dilation_w;
-  const int64_t C = s.channels, padded = padded_channels(C);
-  const int64_t n = row / s.out_h, oy = row % s.out_h;
-  const int64_t iy0 = oy * s.stride_h - s.pad_top;
-
-  // Rows of the window: a null pointer marks a tap row outside the image.
-  const float* rows[kMaxKernel];
-  for (int ky = 0; ky < kh; ++ky) {
-    const int64_t iy = iy0 + int64_t(ky) * dh;
-    rows[ky] = (iy >= 0 && iy < s.in_h) ? input + (n * s.in_h + iy) * s.in_w * C + c0 : nullptr;
-  }
-
-  float32x4_t bias[R];
-  for (int r = 0; r < R; ++r) bias[r] = vld1q_f32(packed + c0 + 4 * r);
-  constexpr int kRegTaps = kFixed ? K * K : 1;
-  float32x4_t w[kRegTaps][R];
-  if constexpr (kFixed) {
-#pragma GCC unroll 25
-    for (int t = 0; t < K * K; ++t)
-      for (int r = 0; r < R; ++r) w[t][r] = vld1q_f32(packed + (1 + t) * padded + c0 + 4 * r);
-  }
-
-  float* out = output + row * s.out_w * C + c0;
-  const int64_t span = int64_t(kw - 1) * dw;
-  for (int64_t ox = 0; ox < s.out_w; ++ox, out += C) {
-    const int64_t ix0 = ox * s.stride_w - s.pad_left;
-    const bool x_inside = ix0 >= 0 && ix0 + span < s.in_w;
-    float32x4_t acc[R];
-    for (int r = 0; r < R; ++r) acc[r] = bias[r];
-#pragma GCC unroll 7
-    for (int ky = 0; ky < kh; ++ky) {
-      if (!rows[ky]) continue;
-#pragma GCC unroll 7
-      for (int kx = 0; kx < kw; ++kx) {
-        const int64_t ix = ix0 + int64_t(kx) * dw;
-        if (!x_inside && (ix < 0 || ix >= s.in_w)) continue;
-        const float* in = rows[ky] + ix * C;
-        const int t = ky * kw + kx;
-        for (int r = 0; r < R; ++r) {
-          const float32x4_t x = kPartial ? load_partial(in, lanes) : vld1q_f32(in + 4 * r);
-          const float32x4_t wt =
-              kFixed ? w[kFixed ? t : 0][r] : vld1q_f32(packed + (1 + t) * padded + c0 + 4 * r);
-          acc[r] = vfmaq_f32(acc[r], x, wt);
-        }
-      }
-    }
-    for (int r = 0; r < R; ++r) {
-      const float32x4_t y = activate(s.activation, acc[r]);
-      if (kPartial)
-        store_partial(out, y, lanes);
-      else
-        vst1q_f32(out + 4 * r, y);
-    }
-  }
-}
-
-// All channels of one output row: tiles of 4 * kWide, then 4, then the < 4 tail.
-template <int K, int kWide>
-void nhwc_row(const DwConvShape& s, const float* input, const float* packed, float* output,
-              int64_t row) {
-  const int64_t C = s.channels;
-  int64_t c0 = 0;
-  if (kWide > 1)
-    for (; c0 + 4 * kWide <= C; c0 += 4 * kWide)
-      nhwc_row_tile<K, kWide, false>(s, input, packed, output, row, c0, 4);
-  for (; c0 + 4 <= C; c0 += 4) nhwc_row_tile<K, 1, false>(s, input, packed, output, row, c0, 4);
-  if (c0 < C) nhwc_row_tile<K, 1, true>(s, input, packed, output, row, c0, int(C - c0));
-}
-
-// ---------------------------------------------------------------------------------------
-// NCHW
 
 // Geometry of the zero-padded, phase-deinterleaved plane copy.
 struct PlaneLayout {
@@ -251,9 +119,9 @@ void nchw_plane(const DwConvShape& s, const PlaneLayout& l, const float* scratch
         vst1q_f32(dst + ox + 4, a1);
       } else if (ox + 4 <= ow) {
         vst1q_f32(dst + ox, a0);
-        store_partial(dst + ox + 4, a1, int(ow - ox - 4));
+        vstorem(dst + ox + 4, lanes_mask(ow - ox - 4), a1);
       } else {
-        store_partial(dst + ox, a0, int(ow - ox));
+        vstorem(dst + ox, lanes_mask(ow - ox), a0);
       }
     }
     for (; ox < l.out_w4; ox += 4) {
@@ -265,7 +133,7 @@ void nchw_plane(const DwConvShape& s, const PlaneLayout& l, const float* scratch
       if (ox + 4 <= ow)
         vst1q_f32(dst + ox, a0);
       else
-        store_partial(dst + ox, a0, int(ow - ox));
+        vstorem(dst + ox, lanes_mask(ow - ox), a0);
     }
   }
 }
@@ -300,21 +168,6 @@ bool finite_taps(const DwConvShape& s, const float* packed, int64_t c) {
 }
 
 }  // namespace
-
-void dwconv_nhwc_rows(const DwConvShape& s, const float* input, const float* packed,
-                      float* output, int64_t row_begin, int64_t row_end) {
-  const bool unit_dilation = s.dilation_h == 1 && s.dilation_w == 1;
-  const bool k3 = unit_dilation && s.kernel_h == 3 && s.kernel_w == 3;
-  const bool k5 = unit_dilation && s.kernel_h == 5 && s.kernel_w == 5;
-  for (int64_t row = row_begin; row < row_end; ++row) {
-    if (k3)
-      nhwc_row<3, 2>(s, input, packed, output, row);  // 18 weight + 2 bias registers
-    else if (k5)
-      nhwc_row<5, 1>(s, input, packed, output, row);  // 25 weight registers
-    else
-      nhwc_row<0, 2>(s, input, packed, output, row);
-  }
-}
 
 void dwconv_nchw_planes(const DwConvShape& s, const float* input, const float* packed,
                         float* output, int64_t plane_begin, int64_t plane_end) {
