@@ -323,26 +323,14 @@ def _dw_plan(input, kernel_size, stride, pads, dilation, out_h, out_w, activatio
     return plan, (n, c, out_h, out_w), _output_strides(n, c, out_h, out_w, channels_last), not dense
 
 
-def _run_dw_plan(entry, input, packed):
-    plan, size, strides, needs_copy = entry
-    if needs_copy:
-        input = input.contiguous()
-    out = torch.empty_strided(size, strides, dtype=_F32)
-    if size[0]:
-        plan.run(input.data_ptr(), packed.data_ptr(), out.data_ptr(), torch.get_num_threads())
-    return out
-
-
 def _dwconv2d_cpu(input, weight, bias, stride, padding, dilation, activation):
     _check_input(input)
     kernel_size = _check_dw_weight(input, weight, bias)
-    stride, pads, dilation, out_h, out_w = _check_dw_geometry(
-        input, kernel_size, stride, padding, dilation, activation
-    )
+    _check_dw_geometry(input, kernel_size, stride, padding, dilation, activation)
     _check_inference(input, weight, bias)
     packed = _pack_validated(weight, bias, input.shape[1], kernel_size[0], kernel_size[1])
-    entry = _dw_plan(input, kernel_size, stride, pads, dilation, out_h, out_w, activation)
-    return _run_dw_plan(entry, input, packed)
+    return _dwconv2d_packed_cpu(input, packed, dwconv_params(kernel_size, stride, padding, dilation),
+                                activation)
 
 
 def _dw_fake_output(input, kernel_size, stride, padding, dilation, activation):
