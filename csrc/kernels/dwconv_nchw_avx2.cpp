@@ -13,10 +13,7 @@
 namespace mnv3ext::avx2 {
 namespace {
 
-// Output vectors (planar) / pixels (interleaved) per step and whether the weights stay in
-// registers.
-constexpr int nchw_vectors(int taps) { return taps <= 9 ? 5 : 8; }
-constexpr bool nchw_weights_in_regs(int taps) { return taps <= 9; }
+// Interleaved pixels per step and whether the weights stay in registers.
 constexpr int interleaved_pixels(int taps) { return taps <= 9 ? 4 : 8; }
 constexpr bool interleaved_weights_in_regs(int taps) { return taps <= 9; }
 
@@ -33,49 +30,6 @@ struct NchwPlaneArgs {
   float* out;
 };
 using NchwPlaneFn = void (*)(const NchwPlaneArgs&);
-
-template <int K, int S>
-void nchw_plane_k(const NchwPlaneArgs& a) {
-  constexpr int T = K * K;
-  constexpr int U = nchw_vectors(T);
-  constexpr bool WR = nchw_weights_in_regs(T);
-  const int64_t OH = a.s->out_h, OW = a.s->out_w, R = a.r, pitch = S * R;
-  const int64_t nvec = (OW + kLanes - 1) / kLanes, jobs = OH * nvec;
-  const Mask tail = lanes_mask(OW - (nvec - 1) * kLanes);
-  const Activation act = a.s->activation;
-  Vec w[WR ? T : 1];
-  if constexpr (WR)
-    for (int t = 0; t < T; ++t) w[t] = vset1(a.taps[t * a.padded]);
-  auto weight = [&](int t) {
-    if constexpr (WR) return w[t];
-    else return vset1(a.taps[t * a.padded]);
-  };
-  const Vec bias = vset1(a.bias);
-  int64_t oy = 0, v = 0;
-  for (int64_t q = 0; q < jobs; q += U) {
-    // A last group with fewer than U jobs recomputes its first job in the spare slots.
-    const int n = int(jobs - q < U ? jobs - q : U);
-    const float* src[U];
-    float* dst[U];
-    Mask mk[U];
-    for (int u = 0; u < n; ++u) {
-      src[u] = a.scr + oy * S * pitch + v * kLanes;
-      dst[u] = a.out + oy * OW + v * kLanes;
-      mk[u] = v == nvec - 1 ? tail : full_mask();
-      if (++v == nvec) v = 0, ++oy;
-    }
-    for (int u = n; u < U; ++u) src[u] = src[0], dst[u] = nullptr, mk[u] = no_mask();
-    Vec acc[U];
-    for (int u = 0; u < U; ++u) acc[u] = bias;
-    for (int ky = 0; ky < K; ++ky)
-      for (int kx = 0; kx < K; ++kx) {
-        const Vec wt = weight(ky * K + kx);
-        const int64_t off = ky * pitch + (kx % S) * R + kx / S;
-        for (int u = 0; u < U; ++u) acc[u] = vfma(wt, vload(src[u] + off), acc[u]);
-      }
-    for (int u = 0; u < n; ++u) vstorem(dst[u], mk[u], activate(act, acc[u]));
-  }
-}
 
 void nchw_plane_generic(const NchwPlaneArgs& a) {
   const DwConvShape& s = *a.s;
@@ -160,6 +114,179 @@ void copy_plane(const DwConvShape& s, const float* in, float* scr, int64_t hp, i
       }
     }
   }
+}
+
+// ---- NCHW, square 3x3 / 5x5 kernels, stride 1 or 2 (any padding), no dilation: straight
+// from the input. The plane is walked in strips of R output rows (balanced: q or q + 1 rows);
+// the strip's input rows are read in place and rows above / below the input are skipped. Per
+// 8-column block each input row is loaded once per tap column and that vector feeds every
+// output row of the strip it is a tap of, so the R accumulators stay in registers (R
+// independent FMA chains) and the FMAs take register inputs; the 16 ymm registers leave no
+// room for the weights, which are pre-broadcast once per plane into an aligned stack array and
+// taken as FMA memory operands. Blocks whose columns are all inside the row use plain loads;
+// the (usually two) edge blocks use masked loads that zero the columns outside the input and
+// never touch memory outside the row. Stride 2 splits each pair of row vectors into even / odd
+// columns with one vshufps each, leaving the outputs in lane order 0 1 4 5 2 3 6 7 (the same
+// for every tap); the accumulators are put back in order with one vpermpd before the store.
+// For one output the taps come in (ky, kx) order; padding columns contribute w * 0.
+template <int K, int S>
+constexpr int strip_rows() {
+  return S == 1 ? 12 : 10;
+}
+
+// A value the compiler must keep in a register: otherwise it folds the load into every FMA
+// that uses it (one load per FMA, mostly split across cache lines).
+inline Vec keep(Vec x) {
+  asm("" : "+x"(x));
+  return x;
+}
+
+// Lanes l with 0 <= lo + l < n.
+inline Mask range_mask(int64_t lo, int64_t n) {
+  int64_t b = -lo, e = n - lo;
+  b = b < 0 ? 0 : (b > kLanes ? kLanes : b);
+  e = e < 0 ? 0 : (e > kLanes ? kLanes : e);
+  const __m256i iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  return _mm256_andnot_si256(_mm256_cmpgt_epi32(_mm256_set1_epi32(int32_t(b)), iota),
+                             _mm256_cmpgt_epi32(_mm256_set1_epi32(int32_t(e)), iota));
+}
+
+// Row u of vectors at o + u * stride, activated (stride 2: lanes put back in order first).
+template <int N, int S, Activation A>
+inline void store_rows_t(const Vec* acc, float* o, int64_t stride, bool full, Mask m) {
+#pragma GCC unroll 16
+  for (int u = 0; u < N; ++u, o += stride) {
+    Vec x = acc[u];
+    if constexpr (S == 2)
+      x = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(x), _MM_SHUFFLE(3, 1, 2, 0)));
+    x = activate_t<A>(x);
+    if (full) vstore(o, x);
+    else vstorem(o, m, x);
+  }
+}
+template <int N, int S>
+inline void store_rows(Activation act, const Vec* acc, float* o, int64_t stride, bool full,
+                       Mask m) {
+  switch (act) {
+    case Activation::kRelu: return store_rows_t<N, S, Activation::kRelu>(acc, o, stride, full, m);
+    case Activation::kRelu6: return store_rows_t<N, S, Activation::kRelu6>(acc, o, stride, full, m);
+    case Activation::kHardswish:
+      return store_rows_t<N, S, Activation::kHardswish>(acc, o, stride, full, m);
+    default: return store_rows_t<N, S, Activation::kNone>(acc, o, stride, full, m);
+  }
+}
+
+struct StripArgs {
+  const float* in;    // input plane
+  int64_t h, w;       // input size
+  int64_t pt, pl;     // top / left padding
+  int64_t oy0;        // first output row
+  int64_t count;      // strips of R rows, consecutive from oy0
+  int64_t nvec;       // 8-column blocks per output row
+  Mask tail;          // valid lanes of the last block
+  const float* taps;  // tap t of this channel at taps[t * padded]
+  int64_t padded;
+  float bias;
+  float* out;  // output plane
+  int64_t ow;
+  Activation act;
+};
+using StripFn = void (*)(const StripArgs&);
+
+// One 8-column block of a strip: input column b (stride 1: b + kx for tap kx; stride 2:
+// b + 2 l + kx for output lane l) of input rows y0 + i, i in [lo, hi); p = row y0, column b.
+template <int K, int S, int R, bool Edge>
+__attribute__((always_inline)) inline void strip_block(const float* p, int64_t W, int64_t b,
+                                                       int lo, int hi, const Vec* wv, Vec* acc) {
+  constexpr int NR = (R - 1) * S + K;
+  if constexpr (S == 1) {
+    Mask m[K];
+    if constexpr (Edge)
+#pragma GCC unroll 8
+      for (int kx = 0; kx < K; ++kx) m[kx] = range_mask(b + kx, W);
+#pragma GCC unroll 32
+    for (int i = 0; i < NR; ++i, p += W) {
+      asm("" : "+r"(p));
+      if (i < lo || i >= hi) continue;
+      // Opaque per row: the weights stay memory operands instead of hoisted, spilled ymm.
+      asm("" : "+r"(wv));
+#pragma GCC unroll 8
+      for (int kx = 0; kx < K; ++kx) {
+        const Vec x = keep(Edge ? vloadm(p + kx, m[kx]) : vload(p + kx));
+#pragma GCC unroll 16
+        for (int u = 0; u < R; ++u) {
+          const int ky = i - u;
+          if (ky >= 0 && ky < K) acc[u] = vfma(wv[ky * K + kx], x, acc[u]);
+        }
+      }
+    }
+  } else {
+    constexpr int NP = (K + 1) / 2;  // vector pairs at b + 2j, b + 2j + 8: taps 2j, 2j + 1
+    Mask ml[NP], mh[NP];
+    if constexpr (Edge)
+#pragma GCC unroll 8
+      for (int j = 0; j < NP; ++j) ml[j] = range_mask(b + 2 * j, W), mh[j] = range_mask(b + 2 * j + kLanes, W);
+#pragma GCC unroll 32
+    for (int i = 0; i < NR; ++i, p += W) {
+      asm("" : "+r"(p));
+      if (i < lo || i >= hi) continue;
+      asm("" : "+r"(wv));
+#pragma GCC unroll 8
+      for (int j = 0; j < NP; ++j) {
+        const Vec l = keep(Edge ? vloadm(p + 2 * j, ml[j]) : vload(p + 2 * j));
+        const Vec h = keep(Edge ? vloadm(p + 2 * j + kLanes, mh[j]) : vload(p + 2 * j + kLanes));
+#pragma GCC unroll 2
+        for (int d = 0; d < 2; ++d) {
+          const int kx = 2 * j + d;
+          if (kx >= K) break;
+          const Vec x = keep(d == 0 ? _mm256_shuffle_ps(l, h, _MM_SHUFFLE(2, 0, 2, 0))
+                                    : _mm256_shuffle_ps(l, h, _MM_SHUFFLE(3, 1, 3, 1)));
+#pragma GCC unroll 16
+          for (int u = 0; u < R; ++u) {
+            const int ky = i - 2 * u;
+            if (ky >= 0 && ky < K) acc[u] = vfma(wv[ky * K + kx], x, acc[u]);
+          }
+        }
+      }
+    }
+  }
+}
+
+template <int K, int S, int R>
+void strip_k(const StripArgs& a) {
+  constexpr int T = K * K, NR = (R - 1) * S + K;
+  // Input columns [b, b + span) per block; plain loads when they are all inside the row.
+  constexpr int64_t span = S == 1 ? K - 1 + kLanes : K - 1 + 2 * kLanes;
+  Vec wv[T];
+#pragma GCC unroll 32
+  for (int t = 0; t < T; ++t) wv[t] = vset1(a.taps[t * a.padded]);
+  const int64_t H = a.h, W = a.w, pl = a.pl, nvec = a.nvec, ow = a.ow;
+  const Activation act = a.act;
+  const Vec bias = vset1(a.bias);
+  for (int64_t strip = 0; strip < a.count; ++strip) {
+    const int64_t oy = a.oy0 + strip * R, y0 = oy * S - a.pt;
+    // Strip rows [lo, hi) are inside the input; the others (padding) are skipped.
+    const int lo = int(y0 < 0 ? -y0 : 0), hi = int(H - y0 < NR ? H - y0 : NR);
+    float* out = a.out + oy * ow;
+    const float* row = a.in + y0 * W;
+    for (int64_t v = 0; v < nvec; ++v) {
+      const int64_t x0 = v * kLanes, b = S * x0 - pl;
+      Vec acc[R];
+#pragma GCC unroll 16
+      for (int u = 0; u < R; ++u) acc[u] = bias;
+      if (b >= 0 && b + span <= W) strip_block<K, S, R, false>(row + b, W, b, lo, hi, wv, acc);
+      else strip_block<K, S, R, true>(row + b, W, b, lo, hi, wv, acc);
+      const bool full = v < nvec - 1 || ow % kLanes == 0;
+      store_rows<R, S>(act, acc, out + x0, ow, full, a.tail);
+    }
+  }
+}
+
+// strip_k<K, S, n> for 1 <= n <= R.
+template <int K, int S, int R>
+StripFn strip_fn(int n) {
+  if constexpr (R == 0) return nullptr;
+  else return n == R ? strip_k<K, S, R> : strip_fn<K, S, R - 1>(n);
 }
 
 // ---- NCHW, small planes: kLanes planes at once, channel-interleaved.
@@ -314,28 +441,54 @@ void dwconv_nchw_planes(const DwConvShape& s, const float* input, const float* p
     nchw_interleaved(s, input, packed, output, plane_begin, plane_end);
     return;
   }
+  const int64_t H = s.in_h, W = s.in_w, pt = s.pad_top;
+  const int64_t in_plane = H * W, out_plane = OH * OW;
+  const int K = s.kernel_h, S = s.stride_h;
+  if (s.kernel_w == K && s.stride_w == S && s.dilation_h == 1 && s.dilation_w == 1 &&
+      (K == 3 || K == 5) && (S == 1 || S == 2)) {
+    int RM;
+    StripFn fns[16] = {};
+    if (K == 3 && S == 1) {
+      RM = strip_rows<3, 1>();
+      for (int n = 1; n <= RM; ++n) fns[n] = strip_fn<3, 1, strip_rows<3, 1>()>(n);
+    } else if (K == 3) {
+      RM = strip_rows<3, 2>();
+      for (int n = 1; n <= RM; ++n) fns[n] = strip_fn<3, 2, strip_rows<3, 2>()>(n);
+    } else if (S == 1) {
+      RM = strip_rows<5, 1>();
+      for (int n = 1; n <= RM; ++n) fns[n] = strip_fn<5, 1, strip_rows<5, 1>()>(n);
+    } else {
+      RM = strip_rows<5, 2>();
+      for (int n = 1; n <= RM; ++n) fns[n] = strip_fn<5, 2, strip_rows<5, 2>()>(n);
+    }
+    const Mask tail = lanes_mask(OW - (nvec - 1) * kLanes);
+    // Balanced strips: `big` strips of q + 1 rows, then strips of q rows (q + 1 <= RM).
+    const int64_t strips = (OH + RM - 1) / RM, q = OH / strips, big = OH - q * strips;
+    for (int64_t plane = plane_begin; plane < plane_end; ++plane) {
+      const int64_t c = plane % C;
+      StripArgs args{input + plane * in_plane, H, W, pt, s.pad_left, 0, big, nvec, tail,
+                     packed + padded + c, padded, packed[c], output + plane * out_plane, OW,
+                     s.activation};
+      if (big > 0) fns[q + 1](args);
+      args.oy0 = big * (q + 1);
+      args.count = strips - big;
+      fns[q](args);
+    }
+    return;
+  }
+
+  // Anything else: a zero-padded, phase-split copy of each plane.
   // Phase rows cover every output vector's taps, including the lanes past out_w.
   const int64_t r = nvec * kLanes + int64_t(s.kernel_w - 1) * s.dilation_w / s.stride_w + 1;
   const int64_t hp = (OH - 1) * s.stride_h + int64_t(s.kernel_h - 1) * s.dilation_h + 1;
   float* scr = thread_scratch(hp * s.stride_w * r);
   std::memset(scr, 0, sizeof(float) * hp * s.stride_w * r);
-
-  NchwPlaneFn fn = nchw_plane_generic;
-  if (s.kernel_h == s.kernel_w && s.stride_h == s.stride_w && s.dilation_h == 1 &&
-      s.dilation_w == 1) {
-    const int k = s.kernel_h, st = s.stride_h;
-    if (k == 3 && st == 1) fn = nchw_plane_k<3, 1>;
-    if (k == 3 && st == 2) fn = nchw_plane_k<3, 2>;
-    if (k == 5 && st == 1) fn = nchw_plane_k<5, 1>;
-    if (k == 5 && st == 2) fn = nchw_plane_k<5, 2>;
-  }
-  const int64_t in_plane = s.in_h * s.in_w, out_plane = OH * OW;
   for (int64_t plane = plane_begin; plane < plane_end; ++plane) {
     const int64_t c = plane % C;
     copy_plane(s, input + plane * in_plane, scr, hp, r);
     const NchwPlaneArgs args{&s, scr, r, packed + padded + c, padded, packed[c],
                              output + plane * out_plane};
-    fn(args);
+    nchw_plane_generic(args);
   }
 }
 
