@@ -282,6 +282,100 @@ void strip_k(const StripArgs& a) {
   }
 }
 
+// ---- Planes of one 8-column block and at most 7 output rows: two planes at a time. One plane
+// is one strip of R <= 7 accumulator chains of up to K * K dependent FMAs (latency-bound); two
+// planes interleaved row by row give 2 R independent chains and half the per-call work. Same
+// loads and per-output arithmetic as strip_block (masked loads, taps in (ky, kx) order,
+// padding rows skipped).
+struct PairArgs {
+  const float* in;  // plane A; plane B at in + in_plane
+  int64_t in_plane;
+  int64_t h, w, pt, pl;
+  const float* taps_a;  // tap t at taps_x[t * padded]
+  const float* taps_b;
+  int64_t padded;
+  float bias_a, bias_b;
+  float* out;  // plane A; plane B at out + out_plane
+  int64_t out_plane, ow;
+  Mask tail;
+  Activation act;
+};
+using PairFn = void (*)(const PairArgs&);
+
+template <int K, int S, int R>
+void pair_k(const PairArgs& a) {
+  constexpr int T = K * K, NR = (R - 1) * S + K;
+  constexpr int NL = S == 1 ? K : 2 * ((K + 1) / 2);  // loads per row (see strip_block)
+  Vec wa[T], wb[T];
+#pragma GCC unroll 32
+  for (int t = 0; t < T; ++t) wa[t] = vset1(a.taps_a[t * a.padded]), wb[t] = vset1(a.taps_b[t * a.padded]);
+  const Vec* wpa = wa;
+  const Vec* wpb = wb;
+  const int64_t W = a.w, y0 = -a.pt, b = -a.pl, off = a.in_plane;
+  const int lo = int(y0 < 0 ? -y0 : 0), hi = int(a.h - y0 < NR ? a.h - y0 : NR);
+  Mask m[NL];
+#pragma GCC unroll 8
+  for (int j = 0; j < NL; ++j)
+    m[j] = range_mask(b + (S == 1 ? j : (j / 2) * 2 + (j % 2) * kLanes), W);
+  Vec acc[2][R];
+  const Vec ba = vset1(a.bias_a), bb = vset1(a.bias_b);
+#pragma GCC unroll 8
+  for (int u = 0; u < R; ++u) acc[0][u] = ba, acc[1][u] = bb;
+  const float* p = a.in + y0 * W + b;
+#pragma GCC unroll 32
+  for (int i = 0; i < NR; ++i, p += W) {
+    asm("" : "+r"(p));
+    if (i < lo || i >= hi) continue;
+    asm("" : "+r"(wpa), "+r"(wpb));
+    if constexpr (S == 1) {
+#pragma GCC unroll 8
+      for (int kx = 0; kx < K; ++kx) {
+#pragma GCC unroll 2
+        for (int q = 0; q < 2; ++q) {
+          const Vec x = keep(vloadm(p + q * off + kx, m[kx]));
+          const Vec* w = q ? wpb : wpa;
+#pragma GCC unroll 8
+          for (int u = 0; u < R; ++u) {
+            const int ky = i - u;
+            if (ky >= 0 && ky < K) acc[q][u] = vfma(w[ky * K + kx], x, acc[q][u]);
+          }
+        }
+      }
+    } else {
+#pragma GCC unroll 8
+      for (int j = 0; j < (K + 1) / 2; ++j) {
+#pragma GCC unroll 2
+        for (int q = 0; q < 2; ++q) {
+          const Vec l = keep(vloadm(p + q * off + 2 * j, m[2 * j]));
+          const Vec h = keep(vloadm(p + q * off + 2 * j + kLanes, m[2 * j + 1]));
+          const Vec* w = q ? wpb : wpa;
+#pragma GCC unroll 2
+          for (int d = 0; d < 2; ++d) {
+            const int kx = 2 * j + d;
+            if (kx >= K) break;
+            const Vec x = keep(d == 0 ? _mm256_shuffle_ps(l, h, _MM_SHUFFLE(2, 0, 2, 0))
+                                      : _mm256_shuffle_ps(l, h, _MM_SHUFFLE(3, 1, 3, 1)));
+#pragma GCC unroll 8
+            for (int u = 0; u < R; ++u) {
+              const int ky = i - 2 * u;
+              if (ky >= 0 && ky < K) acc[q][u] = vfma(w[ky * K + kx], x, acc[q][u]);
+            }
+          }
+        }
+      }
+    }
+  }
+  const bool full = a.ow == kLanes;
+  store_rows<R, S>(a.act, acc[0], a.out, a.ow, full, a.tail);
+  store_rows<R, S>(a.act, acc[1], a.out + a.out_plane, a.ow, full, a.tail);
+}
+
+template <int K, int S, int R>
+PairFn pair_fn(int n) {
+  if constexpr (R == 0) return nullptr;
+  else return n == R ? pair_k<K, S, R> : pair_fn<K, S, R - 1>(n);
+}
+
 // strip_k<K, S, n> for 1 <= n <= R.
 template <int K, int S, int R>
 StripFn strip_fn(int n) {
@@ -462,9 +556,22 @@ void dwconv_nchw_planes(const DwConvShape& s, const float* input, const float* p
       for (int n = 1; n <= RM; ++n) fns[n] = strip_fn<5, 2, strip_rows<5, 2>()>(n);
     }
     const Mask tail = lanes_mask(OW - (nvec - 1) * kLanes);
+    int64_t plane = plane_begin;
+    if (nvec == 1 && OH <= 7) {
+      const PairFn pf = K == 3 ? (S == 1 ? pair_fn<3, 1, 7>(int(OH)) : pair_fn<3, 2, 7>(int(OH)))
+                               : (S == 1 ? pair_fn<5, 1, 7>(int(OH)) : pair_fn<5, 2, 7>(int(OH)));
+      for (; plane + 2 <= plane_end; plane += 2) {
+        const int64_t ca = plane % C, cb = (plane + 1) % C;
+        const PairArgs args{input + plane * in_plane, in_plane, H, W, pt, s.pad_left,
+                            packed + padded + ca, packed + padded + cb, padded, packed[ca],
+                            packed[cb], output + plane * out_plane, out_plane, OW, tail,
+                            s.activation};
+        pf(args);
+      }
+    }
     // Balanced strips: `big` strips of q + 1 rows, then strips of q rows (q + 1 <= RM).
     const int64_t strips = (OH + RM - 1) / RM, q = OH / strips, big = OH - q * strips;
-    for (int64_t plane = plane_begin; plane < plane_end; ++plane) {
+    for (; plane < plane_end; ++plane) {
       const int64_t c = plane % C;
       StripArgs args{input + plane * in_plane, H, W, pt, s.pad_left, 0, big, nvec, tail,
                      packed + padded + c, padded, packed[c], output + plane * out_plane, OW,
