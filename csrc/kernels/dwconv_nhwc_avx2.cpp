@@ -9,6 +9,7 @@
 namespace mnv3ext::avx2 {
 namespace {
 constexpr int kNhwcMaxRows = 1;
+constexpr int kVectorRegisters = 16;
 }  // namespace
 #include "dwconv_nhwc.inc"
 }  // namespace mnv3ext::avx2

@@ -8,7 +8,8 @@
 
 namespace mnv3ext::avx512 {
 namespace {
-constexpr int kNhwcMaxRows = 2;
+constexpr int kNhwcMaxRows = 3;
+constexpr int kVectorRegisters = 32;
 }  // namespace
 #include "dwconv_nhwc.inc"
 }  // namespace mnv3ext::avx512

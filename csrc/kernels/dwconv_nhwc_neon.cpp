@@ -10,6 +10,7 @@
 namespace mnv3ext::neon {
 namespace {
 constexpr int kNhwcMaxRows = 2;
+constexpr int kVectorRegisters = 32;
 }  // namespace
 #include "dwconv_nhwc.inc"
 }  // namespace mnv3ext::neon
