@@ -1,8 +1,15 @@
-// AVX2 + FMA fused depthwise conv + bias + activation, NCHW (planar): per plane a zero-padded,
-// stride-phase-split scratch copy, 8 output columns per vector, U vectors in flight (only 3x3
-// weights are kept in the 16 registers; 5x5 weights are reloaded per tap). Narrow planes go 8
-// planes at a time, channel-interleaved through 8x8 transposes.
-// Every output is bias + taps in (ky, kx) order, one FMA per tap: independent of threading.
+// AVX2 + FMA fused depthwise conv + bias + activation, NCHW (planar).
+//
+// Square 3x3 / 5x5 kernels with stride 1 or 2 (any padding), no dilation, are computed straight
+// from the input in strips of output rows (strip_k); planes of one 8-column block and at most
+// 7 output rows (7x7 outputs) go two planes at a time (pair_k). Outputs narrower than 3/4 of
+// their row vectors (e.g. 4 or 5 wide) go 8 planes at a time, channel-interleaved through 8x8
+// transposes. Anything else copies each plane into a zero-padded, stride-phase-split scratch
+// (nchw_plane_generic).
+//
+// Every output is bias + taps in (ky, kx) order, one FMA per tap (the strip kernels skip taps
+// on padding rows), computed by exactly one call whose path depends on the shape only: results
+// do not depend on how planes are split between threads.
 // Compiled with AVX2 flags: internal linkage, no STL, scratch from thread_scratch().
 #include <cstdint>
 #include <cstring>
