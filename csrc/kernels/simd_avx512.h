@@ -14,8 +14,10 @@
 
 #include "kernels.h"
 
-// GCC 12 reports _mm512_undefined_ps() inside min/max intrinsics as maybe-uninitialized.
+// GCC 12 reports the _mm512_undefined_ps() inside min/max/unpack intrinsics as (maybe-)
+// uninitialized; the intrinsics overwrite every lane.
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
 
 namespace mnv3ext::avx512 {
 namespace {
