@@ -23,110 +23,7 @@
 namespace mnv3ext::avx512 {
 namespace {
 
-// ---- NCHW
-// scr: padded plane, rows of s_w phases of `r` floats each; row y of the padded plane at
-// scr + y * s_w * r. Output vector jobs are row-major over (oy, 16-column block).
-struct NchwPlaneArgs {
-  const DwConvShape* s;
-  const float* scr;
-  int64_t r;          // floats per phase row
-  const float* taps;  // packed + padded + c: tap t at taps[t * padded]
-  int64_t padded;
-  float bias;
-  float* out;
-};
-using NchwPlaneFn = void (*)(const NchwPlaneArgs&);
-
-void nchw_plane_generic(const NchwPlaneArgs& a) {
-  const DwConvShape& s = *a.s;
-  const int KH = s.kernel_h, KW = s.kernel_w;
-  const int64_t SH = s.stride_h, SW = s.stride_w, DH = s.dilation_h, DW = s.dilation_w;
-  const int64_t OH = s.out_h, OW = s.out_w, R = a.r, pitch = SW * R;
-  const int64_t nvec = (OW + kLanes - 1) / kLanes, jobs = OH * nvec;
-  const Mask tail = lanes_mask(OW - (nvec - 1) * kLanes);
-  const Vec bias = vset1(a.bias);
-  constexpr int U = 4;
-  int64_t oy = 0, v = 0, q = 0;
-  for (; q < jobs; q += U) {
-    const int n = int(jobs - q < U ? jobs - q : U);
-    const float* src[U];
-    float* dst[U];
-    Mask mk[U];
-    for (int u = 0; u < n; ++u) {
-      src[u] = a.scr + oy * SH * pitch + v * kLanes;
-      dst[u] = a.out + oy * OW + v * kLanes;
-      mk[u] = v == nvec - 1 ? tail : full_mask();
-      if (++v == nvec) v = 0, ++oy;
-    }
-    for (int u = n; u < U; ++u) src[u] = src[0], dst[u] = nullptr, mk[u] = no_mask();
-    Vec acc[U] = {bias, bias, bias, bias};
-    for (int ky = 0; ky < KH; ++ky)
-      for (int kx = 0; kx < KW; ++kx) {
-        const Vec wt = vset1(a.taps[(ky * KW + kx) * a.padded]);
-        const int64_t off = ky * DH * pitch + (kx * DW % SW) * R + kx * DW / SW;
-        for (int u = 0; u < U; ++u) acc[u] = vfma(wt, vload(src[u] + off), acc[u]);
-      }
-    for (int u = 0; u < n; ++u) vstorem(dst[u], mk[u], activate(s.activation, acc[u]));
-  }
-}
-
-// The padded, phase-split copy of an input plane: rows [0, hp) of s_w phases of r floats;
-// padded (y, x) holds input (y - pt, x - pl) or zero. The zeros never change between planes,
-// so the scratch is zeroed once per call and each plane only rewrites its input region.
-struct PhaseSpan {
-  int64_t j0, j1;  // dst[j] = src[j * s_w + p - pl] for j in [j0, j1)
-};
-inline PhaseSpan phase_span(const DwConvShape& s, int64_t p, int64_t r) {
-  const int64_t SW = s.stride_w, lo = s.pad_left - p, hi = s.pad_left - p + s.in_w;
-  int64_t j0 = lo <= 0 ? 0 : (lo + SW - 1) / SW;
-  int64_t j1 = hi <= 0 ? 0 : (hi + SW - 1) / SW;
-  if (j1 > r) j1 = r;
-  if (j0 > j1) j0 = j1;
-  return {j0, j1};
-}
-
-// Padded row y (pt <= y < pt + in_h) of the phase-split layout from input row `src_row`.
-void prep_row(const DwConvShape& s, const PhaseSpan* spans, const float* src_row, float* row,
-              int64_t r) {
-  const int64_t W = s.in_w, SW = s.stride_w, pl = s.pad_left;
-  for (int64_t p = 0; p < SW; ++p) {
-    const PhaseSpan span = spans ? spans[p] : phase_span(s, p, r);
-    const int64_t n = span.j1 - span.j0, first = span.j0 * SW + p - pl;
-    if (n <= 0) continue;
-    const float* src = src_row + first;  // n taps at stride SW, all inside the row
-    float* dst = row + p * r + span.j0;
-    if (SW == 1) {
-      int64_t j = 0;
-      for (; j + kLanes <= n; j += kLanes) vstore(dst + j, vload(src + j));
-      if (j < n) {
-        const Mask m = lanes_mask(n - j);
-        vstorem(dst + j, m, vloadm(src + j, m));
-      }
-    } else if (SW == 2) {
-      // kLanes outputs read src[2j .. 2j + 2 * kLanes - 2]; the row has `avail` floats from src.
-      const int64_t avail = W - first;
-      int64_t j = 0;
-      for (; j + kLanes <= n && 2 * j + 2 * kLanes <= avail; j += kLanes)
-        vstore(dst + j, deinterleave2(src + 2 * j, vload(src + 2 * j + kLanes)));
-      for (; j < n; j += kLanes) {
-        const int64_t left = avail - 2 * j;  // >= 1
-        const Vec lo = vloadm(src + 2 * j, lanes_mask(left));
-        const Vec hi = left > kLanes ? vloadm(src + 2 * j + kLanes, lanes_mask(left - kLanes))
-                                     : vzero();
-        vstorem(dst + j, lanes_mask(n - j), deinterleave2v(lo, hi));
-      }
-    } else {
-      for (int64_t j = 0; j < n; ++j) dst[j] = src[j * SW];
-    }
-  }
-}
-
-void copy_plane(const DwConvShape& s, const PhaseSpan* spans, const float* in, float* scr,
-                int64_t hp, int64_t r) {
-  const int64_t H = s.in_h, W = s.in_w, SW = s.stride_w, pt = s.pad_top;
-  const int64_t y0 = pt, y1 = hp < pt + H ? hp : pt + H;
-  for (int64_t y = y0; y < y1; ++y) prep_row(s, spans, in + (y - pt) * W, scr + y * SW * r, r);
-}
+#include "dwconv_nchw_generic.inc"
 
 // ---- NCHW, square 3x3 / 5x5 kernels, stride 1 or 2, no dilation: straight from the input.
 // The plane is walked in strips of R output rows (balanced: q or q + 1 rows); the strip's
@@ -541,7 +438,7 @@ void dwconv_nchw_planes(const DwConvShape& s, const float* input, const float* p
   std::memset(scr, 0, sizeof(float) * hp * row_floats);
   for (int64_t plane = plane_begin; plane < plane_end; ++plane) {
     const int64_t c = plane % C;
-    copy_plane(s, nullptr, input + plane * in_plane, scr, hp, r);
+    copy_plane(s, input + plane * in_plane, scr, hp, r);
     const NchwPlaneArgs args{&s, scr, r, packed + padded + c, padded, packed[c],
                              output + plane * out_plane};
     nchw_plane_generic(args);
