@@ -5,7 +5,8 @@ sequence it replaces. The cases are :mod:`mnv3ext.bench.opcases`, the same the o
 
     python3 -m pytest bench/bench_ops.py [-k large.dw13] [--benchmark-json out.json]
 
-Each (layer, layout) is one pytest-benchmark group holding ``eager`` and ``ours``; extra_info
+Each (layer, layout) is one pytest-benchmark group holding ``eager``, ``ours`` (the eager entry
+point the fused modules call) and ``via_ops`` (the same op through torch.ops); extra_info
 carries the bytes moved and the single-thread copy bandwidth at that working-set size.
 """
 from __future__ import annotations
@@ -18,7 +19,7 @@ from mnv3ext.bench.opcases import LAYOUTS, case_id, dw_case, se_case
 
 PARAMS = [pytest.param(make, layer, layout, impl, id=f"{case_id(layer, layout)}-{impl}")
           for make, layers in ((dw_case, shapes.ALL_DW), (se_case, shapes.ALL_SE))
-          for layer in layers for layout in LAYOUTS for impl in ("eager", "ours")]
+          for layer in layers for layout in LAYOUTS for impl in ("eager", "ours", "via_ops")]
 
 _cases = {}
 

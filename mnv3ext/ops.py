@@ -65,6 +65,9 @@ _lib.define(
 def _check_tensor(name: str, t, ndims: Sequence[int], device: Optional[torch.device] = None):
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"{name}: expected a Tensor, got {type(t).__name__}")
+    if t.is_nested or t.layout != torch.strided:
+        raise ValueError(f"{name}: expected a dense (strided) tensor, got layout {t.layout}"
+                         f"{' (nested)' if t.is_nested else ''}")
     if t.dtype != torch.float32:
         raise TypeError(f"{name}: expected dtype float32, got {t.dtype}")
     if t.dim() not in ndims:
@@ -352,8 +355,8 @@ def _dwconv2d_packed_cpu(input, packed_weight, conv_params, activation):
         key = (input.shape, input.stride(), input.dtype, packed_weight.shape, packed_weight.stride(),
                packed_weight.dtype, tuple(conv_params), activation)
         entry = _DW_PLANS.get(key)
-    except (AttributeError, TypeError):  # not tensors / not a list: the full checks say which
-        key, entry = None, None
+    except (AttributeError, TypeError, RuntimeError):  # not dense tensors / not a list: the full
+        key, entry = None, None                          # checks below say which argument
     if entry is None:
         _check_input(input)
         kernel_size, stride, padding, dilation = _split_params(conv_params)
@@ -404,7 +407,7 @@ def _squeeze_excite_cpu(input, fc1_weight, fc1_bias, fc2_weight, fc2_bias, activ
                fc1_weight.dtype, _tensor_key(fc1_bias), fc2_weight.shape, fc2_weight.stride(),
                fc2_weight.dtype, _tensor_key(fc2_bias), activation, gate)
         entry = _SE_PLANS.get(key)
-    except (AttributeError, TypeError):  # not tensors: the full checks say which
+    except (AttributeError, TypeError, RuntimeError):  # not dense tensors: the full checks say which
         key, entry = None, None
     if entry is None:
         entry = _se_plan(input, fc1_weight, fc1_bias, fc2_weight, fc2_bias, activation, gate)
@@ -437,3 +440,60 @@ for _name, _cpu, _fake in (
 ):
     _lib.impl(_name, _cpu, "CPU")
     torch.library.register_fake(f"mnv3ext::{_name}", _fake, lib=_lib)
+
+
+# ---------------------------------------------------------------------------------------------
+# Eager entry points: the same ops, without the dispatcher round trip when nothing needs it.
+#
+# Through torch.ops, a Python kernel costs 3-25 us per call beyond its own work (measured): the
+# arguments are converted to IValues and back, and after a large kernel has evicted the caches,
+# the dispatcher's own code and data miss in them. In plain eager mode nobody observes the call,
+# so these run the CPU kernel directly. Whenever something may observe or reroute it -- dynamo
+# (torch.compile / torch.export), jit.trace, a TorchFunctionMode or TorchDispatchMode (e.g.
+# FakeTensorMode, `with torch.device(...)`), functorch transforms, the profiler, a Tensor
+# subclass, a non-CPU tensor or a negative-bit view -- they call the op, which sees exactly what
+# torch.ops would. The fused modules call these.
+
+_DWCONV2D_OP = torch.ops.mnv3ext.dwconv2d.default
+_DWCONV2D_PACKED_OP = torch.ops.mnv3ext.dwconv2d_packed.default
+_SQUEEZE_EXCITE_OP = torch.ops.mnv3ext.squeeze_excite.default
+_Tensor = torch.Tensor
+_is_compiling = torch.compiler.is_compiling
+_function_modes = torch._C._len_torch_function_stack
+_dispatch_modes = torch._C._len_torch_dispatch_stack
+_tracing_state = torch._C._get_tracing_state
+_transforms_active = torch._C._are_functorch_transforms_active
+_profiling = torch._C._autograd._profiler_enabled
+
+
+def _plain(t) -> bool:
+    """A dense CPU torch.Tensor the kernels read as is (None, an optional bias, counts as plain)."""
+    return t is None or (type(t) is _Tensor and t.is_cpu and not t.is_neg())
+
+
+def _unobserved() -> bool:
+    """No tracer, mode, transform or profiler that must see the call as an op."""
+    return not (_is_compiling() or _function_modes() or _dispatch_modes() or _transforms_active()
+                or _profiling() or _tracing_state() is not None)
+
+
+def dwconv2d(input, weight, bias, stride, padding, dilation, activation):
+    """``torch.ops.mnv3ext.dwconv2d``; in plain eager mode without the dispatcher round trip."""
+    if _unobserved() and _plain(input) and _plain(weight) and _plain(bias):
+        return _dwconv2d_cpu(input, weight, bias, stride, padding, dilation, activation)
+    return _DWCONV2D_OP(input, weight, bias, stride, padding, dilation, activation)
+
+
+def dwconv2d_packed(input, packed_weight, conv_params, activation):
+    """``torch.ops.mnv3ext.dwconv2d_packed``; in plain eager mode without the dispatcher round trip."""
+    if _unobserved() and _plain(input) and _plain(packed_weight):
+        return _dwconv2d_packed_cpu(input, packed_weight, conv_params, activation)
+    return _DWCONV2D_PACKED_OP(input, packed_weight, conv_params, activation)
+
+
+def squeeze_excite(input, fc1_weight, fc1_bias, fc2_weight, fc2_bias, activation, gate):
+    """``torch.ops.mnv3ext.squeeze_excite``; in plain eager mode without the dispatcher round trip."""
+    if (_unobserved() and _plain(input) and _plain(fc1_weight) and _plain(fc1_bias)
+            and _plain(fc2_weight) and _plain(fc2_bias)):
+        return _squeeze_excite_cpu(input, fc1_weight, fc1_bias, fc2_weight, fc2_bias, activation, gate)
+    return _SQUEEZE_EXCITE_OP(input, fc1_weight, fc1_bias, fc2_weight, fc2_bias, activation, gate)

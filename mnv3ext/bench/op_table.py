@@ -1,10 +1,11 @@
 """The per-op table of issue 2: every depthwise / SE layer, eager vs ours, against a copy roofline.
 
 Run it with ``python -m mnv3ext bench-ops`` (see ``--help``). Per shape and layout it reports the
-eager time, ours, the speedup, our effective bandwidth (bytes moved / our time), the roofline
+eager time, ours (the entry point the fused modules call), the same through torch.ops (with the
+dispatcher round trip), the speedup, our effective bandwidth (bytes moved / our time), the roofline
 (bytes moved / single-thread copy bandwidth measured at that working-set size, see
 :mod:`mnv3ext.bench.bandwidth`), our ratio to it, and whether the issue's target is met; then the
-sums over MobileNetV3-Large's 15 depthwise and 8 SE layers. Eager and ours are timed interleaved
+sums over MobileNetV3-Large's 15 depthwise and 8 SE layers. All three are timed interleaved
 (round-robin, shuffled each round) in one process, warm-up excluded; all times are medians.
 
 Targets (issue 2): a depthwise layer passes at >= 5x eager, an SE layer at >= 3x, or either when
@@ -51,7 +52,8 @@ def measure_cases(cases: Sequence[OpCase], *, warmup: int = 5, runs: Optional[in
             if progress is not None:
                 progress(i / max(len(cases), 1), case.id)
             err = case.max_abs_error()
-            stats = interleaved({"eager": case.eager, "ours": case.ours}, warmup=warmup, runs=runs,
+            stats = interleaved({"eager": case.eager, "ours": case.ours, "via_ops": case.via_ops},
+                                warmup=warmup, runs=runs,
                                 seconds=seconds, min_sample_seconds=min_sample_seconds, seed=i)
             bw = copy_bandwidth(case.bytes_moved)
             eager, ours = stats["eager"].median, stats["ours"].median
@@ -64,7 +66,8 @@ def measure_cases(cases: Sequence[OpCase], *, warmup: int = 5, runs: Optional[in
                 "bytes": case.bytes_moved, "eager_us": eager * 1e6, "ours_us": ours * 1e6,
                 "eager_p10_us": stats["eager"].p10 * 1e6, "eager_p90_us": stats["eager"].p90 * 1e6,
                 "ours_p10_us": stats["ours"].p10 * 1e6, "ours_p90_us": stats["ours"].p90 * 1e6,
-                "samples": stats["ours"].n, "speedup": eager / ours, "gbps": case.bytes_moved / ours / 1e9,
+                "via_ops_us": stats["via_ops"].median * 1e6, "samples": stats["ours"].n,
+                "speedup": eager / ours, "gbps": case.bytes_moved / ours / 1e9,
                 "copy_gbps": bw / 1e9, "roofline_us": roof * 1e6, "x_roofline": ours / roof,
                 "max_abs_err": err,
             }
@@ -87,12 +90,13 @@ def sum_rows(rows: Iterable[Dict[str, object]]) -> List[Dict[str, object]]:
                 continue
             eager = sum(r["eager_us"] for r in sel)
             ours = sum(r["ours_us"] for r in sel)
+            via_ops = sum(r["via_ops_us"] for r in sel)
             roof = sum(r["roofline_us"] for r in sel)
             moved = sum(r["bytes"] for r in sel)
             out.append({
                 "id": f"large.sum_{kind}-{'cl' if layout == 'channels_last' else 'nchw'}",
                 "kind": kind, "layout": layout, "layers": len(sel), "bytes": moved,
-                "eager_us": eager, "ours_us": ours, "speedup": eager / ours,
+                "eager_us": eager, "ours_us": ours, "via_ops_us": via_ops, "speedup": eager / ours,
                 "gbps": moved / (ours * 1e-6) / 1e9, "roofline_us": roof, "x_roofline": ours / roof,
                 "target_met": bool(ours / roof <= SUM_SLACK),
             })
@@ -115,9 +119,9 @@ def format_op_table(rows: List[Dict[str, object]], sums: List[Dict[str, object]]
         if not sel:
             continue
         if kind == "dw":
-            cols = "| layer | C | H=W | k | s | layout | MiB | eager µs | ours µs | speedup | GB/s | roofline µs | ×roofline | target |"
+            cols = "| layer | C | H=W | k | s | layout | MiB | eager µs | ours µs | torch.ops µs | speedup | GB/s | roofline µs | ×roofline | target |"
         else:
-            cols = "| layer | C | H=W | S | layout | MiB | eager µs | ours µs | speedup | GB/s | roofline µs | ×roofline | target |"
+            cols = "| layer | C | H=W | S | layout | MiB | eager µs | ours µs | torch.ops µs | speedup | GB/s | roofline µs | ×roofline | target |"
         lines += [f"**{title}** (target ≥ {TARGET_SPEEDUP[kind]:g}× eager or ≤ {ROOFLINE_SLACK:g}× roofline)", "",
                   cols, "|" + "---|" * (cols.count("|") - 1)]
         for r in sel:
@@ -126,24 +130,25 @@ def format_op_table(rows: List[Dict[str, object]], sums: List[Dict[str, object]]
             name = f"{r['model']}.{kind}{r['layer'].split('.')[1].split('_')[0][len(kind):]}"
             lines.append(
                 f"| {name} | {shape} | {layout_name[r['layout']]} | {r['bytes'] / 2 ** 20:.3f} | "
-                f"{r['eager_us']:.1f} | {r['ours_us']:.1f} | {r['speedup']:.2f}× | {r['gbps']:.1f} | "
+                f"{r['eager_us']:.1f} | {r['ours_us']:.1f} | {r['via_ops_us']:.1f} | {r['speedup']:.2f}× | {r['gbps']:.1f} | "
                 f"{r['roofline_us']:.1f} | {r['x_roofline']:.2f} | {'✓' if r['target_met'] else '✗'} |"
             )
         lines.append("")
     if sums:
-        cols = "| MobileNetV3-Large sum | layout | MiB | eager µs | ours µs | speedup | GB/s | roofline µs | ×roofline | target |"
+        cols = "| MobileNetV3-Large sum | layout | MiB | eager µs | ours µs | torch.ops µs | speedup | GB/s | roofline µs | ×roofline | target |"
         lines += [f"**Sums over Large's 15 depthwise and 8 SE layers** (target ≤ {SUM_SLACK:g}× roofline)", "",
                   cols, "|" + "---|" * (cols.count("|") - 1)]
         for s in sums:
             what = f"{s['layers']} {'depthwise' if s['kind'] == 'dw' else 'SE'}"
             lines.append(
                 f"| {what} | {layout_name[s['layout']]} | {s['bytes'] / 2 ** 20:.2f} | {s['eager_us']:.1f} | "
-                f"{s['ours_us']:.1f} | {s['speedup']:.2f}× | {s['gbps']:.1f} | {s['roofline_us']:.1f} | "
+                f"{s['ours_us']:.1f} | {s['via_ops_us']:.1f} | {s['speedup']:.2f}× | {s['gbps']:.1f} | {s['roofline_us']:.1f} | "
                 f"{s['x_roofline']:.2f} | {'✓' if s['target_met'] else '✗'} |"
             )
         lines.append("")
     lines.append(
-        "Medians of interleaved samples, 1 image. MiB = bytes read + written incl. weights; GB/s = that / ours; "
+        "Medians of interleaved samples, 1 image. ours = the eager entry point the fused modules call "
+        "(mnv3ext.ops.*); torch.ops = the same op through the dispatcher. MiB = bytes read + written incl. weights; GB/s = that / ours; "
         "roofline = bytes / single-thread copy bandwidth at the same working-set size "
         f"(numpy copy, {copy_call_overhead() * 1e6:.2f} µs call overhead subtracted)."
     )

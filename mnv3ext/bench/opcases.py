@@ -5,10 +5,13 @@ Shared by the op table (``python -m mnv3ext bench-ops``) and the pytest-benchmar
 
 * depthwise, eager: ``F.conv2d(groups=C)`` -> ``F.batch_norm`` (eval, running stats) ->
   in-place activation, i.e. what an eager MobileNetV3 block runs (functional calls, so the
-  baseline carries no ``nn.Module.__call__`` overhead); ours: ``torch.ops.mnv3ext.dwconv2d_packed``
-  with the BatchNorm folded and the weight packed once by ``torch.ops.mnv3ext.pack_dwconv_weight``.
+  baseline carries no ``nn.Module.__call__`` overhead); ours: ``mnv3ext.ops.dwconv2d_packed``, the
+  eager entry point the fused modules call, with the BatchNorm folded and the weight packed once
+  by ``torch.ops.mnv3ext.pack_dwconv_weight``; via_ops: the same through
+  ``torch.ops.mnv3ext.dwconv2d_packed`` (the dispatcher round trip the entry point skips).
 * SE, eager: ``adaptive_avg_pool2d`` -> 1x1 conv -> ReLU -> 1x1 conv -> hardsigmoid -> multiply
-  (torchvision's ``SqueezeExcitation``); ours: ``torch.ops.mnv3ext.squeeze_excite``.
+  (torchvision's ``SqueezeExcitation``); ours: ``mnv3ext.ops.squeeze_excite``; via_ops:
+  ``torch.ops.mnv3ext.squeeze_excite``.
 
 Bytes moved (the roofline numerator) are the minimum a kernel must touch once: input read,
 output written, weights and biases read, all float32. Depthwise: ``(N*C*H*W + N*C*Ho*Wo +
@@ -24,6 +27,7 @@ import torch.nn.functional as F
 
 from .. import shapes
 from ..nn.fold import fold_batchnorm
+from .. import ops
 from ..ops import dwconv_params
 
 __all__ = ["OpCase", "LAYOUTS", "dw_case", "se_case", "all_cases", "case_id"]
@@ -39,6 +43,7 @@ class OpCase:
     layout: str  # "nchw" or "channels_last"
     eager: Callable[[], torch.Tensor]
     ours: Callable[[], torch.Tensor]
+    via_ops: Callable[[], torch.Tensor]
     bytes_moved: int
     input_shape: tuple
 
@@ -51,8 +56,12 @@ class OpCase:
         return case_id(self.layer, self.layout)
 
     def max_abs_error(self) -> float:
+        """Largest difference of ours from eager; ours and via_ops must agree bit for bit."""
         with torch.inference_mode():
-            return float((self.ours() - self.eager()).abs().max())
+            ours = self.ours()
+            if not torch.equal(ours, self.via_ops()):
+                raise AssertionError(f"{self.id}: the entry point and torch.ops disagree")
+            return float((ours - self.eager()).abs().max())
 
 
 def case_id(layer, layout: str) -> str:
@@ -99,15 +108,18 @@ def dw_case(layer: shapes.DwLayer, layout: str, batch: int = 1, seed: int = 0) -
 
     fw, fb = fold_batchnorm(weight.contiguous(), None, bn)
     packed = torch.ops.mnv3ext.pack_dwconv_weight(fw.contiguous(), fb.contiguous())
-    dwop = torch.ops.mnv3ext.dwconv2d_packed.default  # as FusedDepthwiseConv2d calls it
+    entry, dwop = ops.dwconv2d_packed, torch.ops.mnv3ext.dwconv2d_packed.default
     params, a = dwconv_params([k, k], [s, s], [p, p], [1, 1]), layer.activation
 
-    def ours() -> torch.Tensor:
+    def ours() -> torch.Tensor:  # as FusedDepthwiseConv2d calls it
+        return entry(x, packed, params, a)
+
+    def via_ops() -> torch.Tensor:
         return dwop(x, packed, params, a)
 
     o = layer.out_size
     moved = (batch * c * layer.size ** 2 + batch * c * o * o + c * (k * k + 1)) * FLOAT
-    return OpCase("dw", layer, layout, eager, ours, moved, tuple(x.shape))
+    return OpCase("dw", layer, layout, eager, ours, via_ops, moved, tuple(x.shape))
 
 
 def se_case(layer: shapes.SeLayer, layout: str, batch: int = 1, seed: int = 0) -> OpCase:
@@ -130,13 +142,16 @@ def se_case(layer: shapes.SeLayer, layout: str, batch: int = 1, seed: int = 0) -
         t = F.hardsigmoid(t, inplace=True)
         return t * x
 
-    seop = torch.ops.mnv3ext.squeeze_excite.default  # as FusedSqueezeExcite calls it
+    entry, seop = ops.squeeze_excite, torch.ops.mnv3ext.squeeze_excite.default
 
-    def ours() -> torch.Tensor:
+    def ours() -> torch.Tensor:  # as FusedSqueezeExcite calls it
+        return entry(x, w1, b1, w2, b2, "relu", "hardsigmoid")
+
+    def via_ops() -> torch.Tensor:
         return seop(x, w1, b1, w2, b2, "relu", "hardsigmoid")
 
     moved = (2 * batch * c * layer.size ** 2 + 2 * sq * c + sq + c) * FLOAT
-    return OpCase("se", layer, layout, eager, ours, moved, tuple(x.shape))
+    return OpCase("se", layer, layout, eager, ours, via_ops, moved, tuple(x.shape))
 
 
 def all_cases(models: Sequence[str] = ("large", "small"), kinds: Sequence[str] = ("dw", "se"),

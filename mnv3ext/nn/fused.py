@@ -1,4 +1,4 @@
-"""Inference-only modules calling ``torch.ops.mnv3ext.*``, with weights packed once.
+"""Inference-only modules running the ``torch.ops.mnv3ext.*`` ops, with weights packed once.
 
 Weights live in buffers (``weight``/``bias``, ``fc*_weight``/``fc*_bias``) so ``state_dict``
 round-trips; the packed copy is a non-persistent buffer rebuilt whenever a state dict is loaded.
@@ -13,22 +13,19 @@ from torch import nn
 
 from .. import ops  # registers torch.ops.mnv3ext
 
-# Eager calls go straight to the op overloads: resolving an OpOverloadPacket costs ~1 us per
-# call. TorchScript cannot call overload objects, so scripted modules take the packet.
-_DWCONV2D_PACKED = torch.ops.mnv3ext.dwconv2d_packed.default
-_SQUEEZE_EXCITE = torch.ops.mnv3ext.squeeze_excite.default
-
-
+# Eager calls go through ops' entry points, which skip the dispatcher round trip when nothing
+# observes the call (and call the op when something does: compile, export, modes, ...).
+# TorchScript cannot compile those, so scripted modules call the op packets.
 @torch.jit.unused
 def _dwconv2d_packed(x: torch.Tensor, packed: torch.Tensor, params: List[int], activation: str) -> torch.Tensor:
-    return _DWCONV2D_PACKED(x, packed, params, activation)
+    return ops.dwconv2d_packed(x, packed, params, activation)
 
 
 @torch.jit.unused
 def _squeeze_excite(x: torch.Tensor, fc1_weight: torch.Tensor, fc1_bias: Optional[torch.Tensor],
                     fc2_weight: torch.Tensor, fc2_bias: Optional[torch.Tensor], activation: str,
                     gate: str) -> torch.Tensor:
-    return _SQUEEZE_EXCITE(x, fc1_weight, fc1_bias, fc2_weight, fc2_bias, activation, gate)
+    return ops.squeeze_excite(x, fc1_weight, fc1_bias, fc2_weight, fc2_bias, activation, gate)
 
 
 def _as_list(value, count: int) -> List[int]:
