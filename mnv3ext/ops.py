@@ -248,7 +248,6 @@ def _empty_like_format(input: torch.Tensor, shape, channels_last: bool) -> torch
 _DW_PLANS: dict = {}
 _SE_PLANS: dict = {}
 _CACHE_LIMIT = 4096
-_F32 = torch.float32
 
 
 def _remember(cache: dict, key, value) -> None:
@@ -373,7 +372,7 @@ def _dwconv2d_packed_cpu(input, packed_weight, conv_params, activation):
         input = input.contiguous()
     if packed_copy:
         packed_weight = packed_weight.contiguous()
-    out = torch.empty_strided(size, strides, dtype=_F32)
+    out = input.new_empty_strided(size, strides)  # float32 CPU (validated); ~0.4 us cheaper than torch.empty_strided
     if size[0]:
         plan.run(input.data_ptr(), packed_weight.data_ptr(), out.data_ptr(), torch.get_num_threads())
     return out
@@ -419,7 +418,7 @@ def _squeeze_excite_cpu(input, fc1_weight, fc1_bias, fc2_weight, fc2_bias, activ
         input, fc1_weight, fc1_bias, fc2_weight, fc2_bias = (
             t.contiguous() if copy else t
             for t, copy in zip((input, fc1_weight, fc1_bias, fc2_weight, fc2_bias), copies))
-    out = torch.empty_strided(size, strides, dtype=_F32)
+    out = input.new_empty_strided(size, strides)  # float32 CPU (validated); ~0.4 us cheaper than torch.empty_strided
     if size[0]:
         plan.run(input.data_ptr(), fc1_weight.data_ptr(), 0 if fc1_bias is None else fc1_bias.data_ptr(),
                  fc2_weight.data_ptr(), 0 if fc2_bias is None else fc2_bias.data_ptr(), out.data_ptr(),

@@ -1,7 +1,9 @@
 // Times the depthwise kernels directly (no Python, no dispatcher, one thread): for development
 // of the kernels, beside the op-level benchmarks in bench/. Reads one layer per line on stdin:
 //   name channels size kernel stride      (padding = kernel / 2, hardswish)
-// Arguments: [repetitions] [isa|all] [nchw|nhwc|both]. Prints, per ISA and layout, the median microseconds and G multiply-adds per second.
+// Arguments: [repetitions] [isa|all] [nchw|nhwc|both] [warm|cold]. cold: before each timed call,
+// an 8 MiB sweep evicts input and output from L2 (as the ops find them after other layers).
+// Prints, per ISA and layout, the median microseconds and G multiply-adds per second.
 #include <algorithm>
 #include <chrono>
 #include <cstdlib>
@@ -25,11 +27,12 @@ double median_us(const std::vector<double>& v) {
   return s[s.size() / 2];
 }
 
-template <class F>
-double time_us(F&& f, int reps) {
+template <class F, class Before>
+double time_us(F&& f, Before&& before, int reps) {
   for (int i = 0; i < 3; ++i) f();
   std::vector<double> t;
   for (int i = 0; i < reps; ++i) {
+    before();
     const auto a = std::chrono::steady_clock::now();
     f();
     const auto b = std::chrono::steady_clock::now();
@@ -63,6 +66,11 @@ int main(int argc, char** argv) {
   std::vector<std::string> isas = available_isas();
   if (argc > 2 && std::string(argv[2]) != "all") isas = {argv[2]};
   const std::string layouts = argc > 3 ? argv[3] : "both";
+  const bool cold = argc > 4 && std::string(argv[4]) == "cold";
+  std::vector<float> sweep(cold ? (8 << 20) / sizeof(float) : 0);
+  auto evict = [&] {
+    for (size_t i = 0; i < sweep.size(); i += 16) sweep[i] += 1.0f;
+  };
   std::mt19937 rng(0);
   std::normal_distribution<float> nd;
   std::string line;
@@ -89,7 +97,7 @@ int main(int argc, char** argv) {
       for (bool cl : {false, true}) {
         if (layouts != "both" && layouts != (cl ? "nhwc" : "nchw")) continue;
         const double us = time_us(
-            [&] { dwconv2d(s, in.data(), packed.data(), out.data(), cl, 1); }, reps);
+            [&] { dwconv2d(s, in.data(), packed.data(), out.data(), cl, 1); }, evict, reps);
         std::printf("%-28s %-7s %-4s %8.1f us %6.1f GMAC/s\n", name.c_str(), isa.c_str(),
                     cl ? "nhwc" : "nchw", us, macs / us / 1e3);
       }

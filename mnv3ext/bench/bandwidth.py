@@ -18,12 +18,13 @@ import numpy as np
 
 from .timing import calibrate_number, percentile
 
-__all__ = ["copy_bandwidth", "copy_call_overhead", "copy_time"]
+__all__ = ["copier", "copy_bandwidth", "copy_call_overhead", "copy_time"]
 
 _MIN_SAMPLE_SECONDS = 2e-4
 
 
-def _copier(nbytes: int, impl: str) -> Callable[[], object]:
+def copier(nbytes: int, impl: str = "numpy") -> Callable[[], object]:
+    """A callable copying ``nbytes / 2`` bytes between two buffers of its own (working set ``nbytes``)."""
     elems = max(1, int(nbytes) // 8)  # float32 elements per buffer: nbytes/2 bytes each
     if impl == "numpy":
         src = np.random.default_rng(0).standard_normal(elems, dtype=np.float32)
@@ -42,7 +43,7 @@ def copy_time(nbytes: int, repeats: int = 15, impl: str = "numpy") -> float:
     """Median seconds per copy of a ``nbytes`` working set (``nbytes / 2`` read + written)."""
     if nbytes < 8:
         raise ValueError(f"nbytes: must be >= 8, got {nbytes}")
-    fn = _copier(nbytes, impl)
+    fn = copier(nbytes, impl)
     for _ in range(3):
         fn()
     number = calibrate_number(fn, _MIN_SAMPLE_SECONDS)
