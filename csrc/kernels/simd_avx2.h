@@ -2,9 +2,7 @@
 // AVX2 compile flags). Everything has internal linkage, so no AVX2 code can be picked by the
 // linker for a baseline caller. Masks are vmaskmov masks: lane i active when its sign bit is set.
 //
-// Activations follow PyTorch (NaN kept); hardswish multiplies by (1/6) instead of dividing by 6:
-// at most 1 ulp from PyTorch (NaN/Inf the same), no vdivps in the epilogue. The scalar and NEON
-// kernels (activation.h) still divide.
+// Activations, written once for both x86 layers: simd_common.inc.
 #pragma once
 
 #include <immintrin.h>
@@ -45,37 +43,8 @@ inline Vec deinterleave2v(Vec lo, Vec hi) {
   const __m256 even = _mm256_shuffle_ps(lo, hi, _MM_SHUFFLE(2, 0, 2, 0));  // l0 l2 h0 h2 | l4 l6 h4 h6
   return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(even), _MM_SHUFFLE(3, 1, 2, 0)));
 }
-inline Vec deinterleave2(const float* src, Vec hi) { return deinterleave2v(vload(src), hi); }
 
-inline Vec activate(Activation a, Vec x) {
-  switch (a) {
-    case Activation::kRelu: return vmax(vzero(), x);  // 0 > x ? 0 : x
-    case Activation::kRelu6: return vmin(vset1(6.0f), vmax(vzero(), x));
-    case Activation::kHardswish: {
-      const Vec t = vmin(vset1(6.0f), vmax(vzero(), vadd(x, vset1(3.0f))));
-      return vmul(vmul(x, t), vset1(1.0f / 6.0f));  // see the header comment
-    }
-    default: return x;
-  }
-}
-
-template <bool Tail>
-inline Vec ld(const float* p, Mask m) {
-  if constexpr (Tail) return vloadm(p, m);
-  else return vload(p);
-}
-template <bool Tail>
-inline void st(float* p, Mask m, Vec v) {
-  if constexpr (Tail) vstorem(p, m, v);
-  else vstore(p, v);
-}
-
-// Activation with the kind fixed at compile time (hoisted out of the pixel loops).
-template <Activation A>
-inline Vec activate_t(Vec x) {
-  if constexpr (A == Activation::kNone) return x;
-  else return activate(A, x);
-}
+#include "simd_common.inc"
 
 // In-register transpose of 8 rows of 8 floats: r[i][j] -> r[j][i].
 inline void transpose8(Vec r[8]) {

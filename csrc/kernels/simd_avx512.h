@@ -1,11 +1,7 @@
 // AVX-512 vector layer shared by the AVX-512 kernel files (only they include it: it needs the
 // AVX-512 compile flags). Everything has internal linkage, so no AVX-512 code can be picked by
 // the linker for a baseline caller.
-//
-// Activations follow PyTorch: relu/relu6 keep NaN (max/min operand order below), hardswish is
-// x * min(max(x + 3, 0), 6) * (1/6): the multiply by the rounded reciprocal differs from
-// PyTorch's division by at most 1 ulp (NaN/Inf the same) and avoids vdivps in the epilogue.
-// The scalar and NEON kernels (activation.h) still divide.
+// Activations, written once for both x86 layers: simd_common.inc.
 #pragma once
 
 #include <immintrin.h>
@@ -50,46 +46,8 @@ inline Vec deinterleave2v(Vec lo, Vec hi) {
       _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
   return _mm512_permutex2var_ps(lo, idx, hi);
 }
-inline Vec deinterleave2(const float* src, Vec hi) { return deinterleave2v(vload(src), hi); }
 
-inline Vec activate(Activation a, Vec x) {
-  switch (a) {
-    case Activation::kRelu: return vmax(vzero(), x);  // 0 > x ? 0 : x
-    case Activation::kRelu6: return vmin(vset1(6.0f), vmax(vzero(), x));
-    case Activation::kHardswish: {
-      const Vec t = vmin(vset1(6.0f), vmax(vzero(), vadd(x, vset1(3.0f))));
-      return vmul(vmul(x, t), vset1(1.0f / 6.0f));  // see the header comment
-    }
-    default: return x;
-  }
-}
-
-template <bool Tail>
-inline Vec ld(const float* p, Mask m) {
-  if constexpr (Tail) return vloadm(p, m);
-  else return vload(p);
-}
-template <bool Tail>
-inline void st(float* p, Mask m, Vec v) {
-  if constexpr (Tail) vstorem(p, m, v);
-  else vstore(p, v);
-}
-
-// Activation with the kind fixed at compile time (hoisted out of the pixel loops).
-template <Activation A>
-inline Vec activate_t(Vec x) {
-  if constexpr (A == Activation::kRelu) return vmax(vzero(), x);
-  else if constexpr (A == Activation::kRelu6) return vmin(vset1(6.0f), vmax(vzero(), x));
-  else if constexpr (A == Activation::kHardswish) return activate(A, x);
-  else return x;
-}
-
-// Interior pixels [ox_l, ox_l + groups * P) of one output row for one channel tile, the
-// kh*kw weight vectors in registers; returns the first pixel not done.
-// Per input row the (P - 1) * S + KW input pixels of the group are walked once, left to
-// right, each loaded once and fed to every output pixel it is a tap of; for one output
-// pixel the taps still come in (ky, kx) order. The walking pointer is made opaque to the
-// compiler: otherwise it keeps one address register per (pixel, tap) offset (the pixel
+#include "simd_common.inc"
 
 // In-register transpose of 16 rows of 16 floats: r[i][j] -> r[j][i].
 inline void transpose16(Vec r[16]) {
