@@ -457,12 +457,6 @@ _DWCONV2D_OP = torch.ops.mnv3ext.dwconv2d.default
 _DWCONV2D_PACKED_OP = torch.ops.mnv3ext.dwconv2d_packed.default
 _SQUEEZE_EXCITE_OP = torch.ops.mnv3ext.squeeze_excite.default
 _Tensor = torch.Tensor
-_is_compiling = torch.compiler.is_compiling
-_function_modes = torch._C._len_torch_function_stack
-_dispatch_modes = torch._C._len_torch_dispatch_stack
-_tracing_state = torch._C._get_tracing_state
-_transforms_active = torch._C._are_functorch_transforms_active
-_profiling = torch._C._autograd._profiler_enabled
 
 
 def _plain(t) -> bool:
@@ -470,10 +464,21 @@ def _plain(t) -> bool:
     return t is None or (type(t) is _Tensor and t.is_cpu and not t.is_neg())
 
 
-def _unobserved() -> bool:
-    """No tracer, mode, transform or profiler that must see the call as an op."""
-    return not (_is_compiling() or _function_modes() or _dispatch_modes() or _transforms_active()
-                or _profiling() or _tracing_state() is not None)
+try:  # private torch hooks, present in the torch versions we test (2.9, 2.13)
+    _is_compiling = torch.compiler.is_compiling
+    _function_modes = torch._C._len_torch_function_stack
+    _dispatch_modes = torch._C._len_torch_dispatch_stack
+    _tracing_state = torch._C._get_tracing_state
+    _transforms_active = torch._C._are_functorch_transforms_active
+    _profiling = torch._C._autograd._profiler_enabled
+
+    def _unobserved() -> bool:
+        """No tracer, mode, transform or profiler that must see the call as an op."""
+        return not (_is_compiling() or _function_modes() or _dispatch_modes() or _transforms_active()
+                    or _profiling() or _tracing_state() is not None)
+except AttributeError:  # a torch without one of them: always take the op, which is always right
+    def _unobserved() -> bool:
+        return False
 
 
 def dwconv2d(input, weight, bias, stride, padding, dilation, activation):
