@@ -315,6 +315,11 @@ def test_bench_ops_table(capsys, tmp_path):
     assert r["bytes"] == (960 * 49 * 2 + 960 * 26) * 4
     assert r["speedup"] == pytest.approx(r["eager_us"] / r["ours_us"])
     assert r["x_roofline"] == pytest.approx(r["ours_us"] / r["roofline_us"])
+    assert r["copy_gbps"] == pytest.approx(r["bytes"] / r["roofline_us"] / 1e3)
+    assert r["via_ops_us"] > 0 and r["hot_copy_us"] > 0 and r["roofline_us"] > 0
+    # The table shows ours, torch.ops, the roofline and the hot copy as the JSON has them.
+    assert cells[8:10] == [f"{r['ours_us']:.1f}", f"{r['via_ops_us']:.1f}"]
+    assert cells[12:15] == [f"{r['roofline_us']:.1f}", f"{r['x_roofline']:.2f}", f"{r['hot_copy_us']:.1f}"]
     assert f"Kernels: {mnv3ext.current_isa()}." in out
 
 
