@@ -14,17 +14,10 @@
 #include <immintrin.h>
 
 #include "kernels.h"
+#include "simd_avx2.h"
 
 namespace mnv3ext::avx2 {
 namespace {
-
-constexpr int64_t kLanes = 8;
-
-// Lanes [0, n) set, n clamped to [0, 8].
-inline __m256i tail_mask(int64_t n) {
-  const int clamped = n < 0 ? 0 : (n > kLanes ? int(kLanes) : int(n));
-  return _mm256_cmpgt_epi32(_mm256_set1_epi32(clamped), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-}
 
 // Transposing add tree: out lane r = sum of the 8 lanes of v[r] (in the fixed tree order).
 inline __m256 reduce8(const __m256 v[8]) {
@@ -62,7 +55,7 @@ inline __m256 group_sums(const float* const rows[8], const float* x, int64_t len
     }
   }
   if (k < len) {
-    const __m256i m = tail_mask(len - k);
+    const __m256i m = lanes_mask(len - k);
     if (kDot) {
       const __m256 xv = _mm256_maskload_ps(x + k, m);
       for (int r = 0; r < 8; ++r)
@@ -78,7 +71,7 @@ inline void store_first(float* out, int64_t count, __m256 v) {
   if (count == kLanes)
     _mm256_storeu_ps(out, v);
   else
-    _mm256_maskstore_ps(out, tail_mask(count), v);
+    _mm256_maskstore_ps(out, lanes_mask(count), v);
 }
 
 // sums[c] = sum over pixels (in order) of in[p * stride + c], c < left <= 8 * NV.
@@ -86,7 +79,7 @@ inline void store_first(float* out, int64_t count, __m256 v) {
 template <int NV>
 inline void pixel_sum_chunk(const float* in, int64_t pixels, int64_t stride, int64_t left,
                             float* sums) {
-  const __m256i m = tail_mask(left - (NV - 1) * kLanes);
+  const __m256i m = lanes_mask(left - (NV - 1) * kLanes);
   __m256 acc[NV];
   for (int v = 0; v < NV; ++v) acc[v] = _mm256_setzero_ps();
   for (int64_t p = 0; p < pixels; ++p, in += stride) {
@@ -102,7 +95,7 @@ inline void pixel_sum_chunk(const float* in, int64_t pixels, int64_t stride, int
 template <int NV>
 inline void scale_pixels_small(const float* input, const float* gate, float* output,
                                int64_t pixels, int64_t channels) {
-  const __m256i m = tail_mask(channels - (NV - 1) * kLanes);
+  const __m256i m = lanes_mask(channels - (NV - 1) * kLanes);
   const bool last_full = channels == NV * kLanes;
   __m256 g[NV];
   for (int v = 0; v < NV - 1; ++v) g[v] = _mm256_loadu_ps(gate + v * kLanes);
@@ -131,23 +124,6 @@ void plane_sum(const float* input, int64_t planes, int64_t hw, float* sums) {
   }
 }
 
-void pixel_sum(const float* input, int64_t pixels, int64_t stride, int64_t count, float* sums) {
-  int64_t c = 0;
-  for (; count - c >= 8 * kLanes; c += 8 * kLanes)
-    pixel_sum_chunk<8>(input + c, pixels, stride, 8 * kLanes, sums + c);
-  switch ((count - c + kLanes - 1) / kLanes) {
-    case 1: pixel_sum_chunk<1>(input + c, pixels, stride, count - c, sums + c); break;
-    case 2: pixel_sum_chunk<2>(input + c, pixels, stride, count - c, sums + c); break;
-    case 3: pixel_sum_chunk<3>(input + c, pixels, stride, count - c, sums + c); break;
-    case 4: pixel_sum_chunk<4>(input + c, pixels, stride, count - c, sums + c); break;
-    case 5: pixel_sum_chunk<5>(input + c, pixels, stride, count - c, sums + c); break;
-    case 6: pixel_sum_chunk<6>(input + c, pixels, stride, count - c, sums + c); break;
-    case 7: pixel_sum_chunk<7>(input + c, pixels, stride, count - c, sums + c); break;
-    case 8: pixel_sum_chunk<8>(input + c, pixels, stride, count - c, sums + c); break;
-    default: break;
-  }
-}
-
 void matvec(const float* weight, const float* bias, const float* x, int64_t rows, int64_t cols,
             float* y) {
   for (int64_t r0 = 0; r0 < rows; r0 += kLanes) {
@@ -155,68 +131,11 @@ void matvec(const float* weight, const float* bias, const float* x, int64_t rows
     const float* w[8];
     for (int r = 0; r < 8; ++r) w[r] = weight + (r0 + (r < count ? r : 0)) * cols;
     __m256 s = group_sums<true>(w, x, cols);
-    if (bias) s = _mm256_add_ps(s, _mm256_maskload_ps(bias + r0, tail_mask(count)));
+    if (bias) s = _mm256_add_ps(s, _mm256_maskload_ps(bias + r0, lanes_mask(count)));
     store_first(y + r0, count, s);
   }
 }
 
-void scale_planes(const float* input, const float* gate, float* output, int64_t planes,
-                  int64_t hw) {
-  const int64_t full = hw & ~int64_t(kLanes - 1);
-  const __m256i m = tail_mask(hw - full);
-  for (int64_t p = 0; p < planes; ++p) {
-    const __m256 g = _mm256_broadcast_ss(gate + p);
-    const float* in = input + p * hw;
-    float* out = output + p * hw;
-    int64_t i = 0;
-    for (; i + 4 * kLanes <= full; i += 4 * kLanes) {
-      const __m256 v0 = _mm256_loadu_ps(in + i), v1 = _mm256_loadu_ps(in + i + 8);
-      const __m256 v2 = _mm256_loadu_ps(in + i + 16), v3 = _mm256_loadu_ps(in + i + 24);
-      _mm256_storeu_ps(out + i, _mm256_mul_ps(v0, g));
-      _mm256_storeu_ps(out + i + 8, _mm256_mul_ps(v1, g));
-      _mm256_storeu_ps(out + i + 16, _mm256_mul_ps(v2, g));
-      _mm256_storeu_ps(out + i + 24, _mm256_mul_ps(v3, g));
-    }
-    for (; i < full; i += kLanes) _mm256_storeu_ps(out + i, _mm256_mul_ps(_mm256_loadu_ps(in + i), g));
-    if (full < hw)
-      _mm256_maskstore_ps(out + full, m, _mm256_mul_ps(_mm256_maskload_ps(in + full, m), g));
-  }
-}
-
-void scale_pixels(const float* input, const float* gate, float* output, int64_t pixels,
-                  int64_t channels) {
-  const int64_t full = channels & ~int64_t(kLanes - 1);
-  const __m256i m = tail_mask(channels - full);
-  switch ((channels + kLanes - 1) / kLanes) {  // up to 8 vectors: the gate stays in registers
-    case 1: return scale_pixels_small<1>(input, gate, output, pixels, channels);
-    case 2: return scale_pixels_small<2>(input, gate, output, pixels, channels);
-    case 3: return scale_pixels_small<3>(input, gate, output, pixels, channels);
-    case 4: return scale_pixels_small<4>(input, gate, output, pixels, channels);
-    case 5: return scale_pixels_small<5>(input, gate, output, pixels, channels);
-    case 6: return scale_pixels_small<6>(input, gate, output, pixels, channels);
-    case 7: return scale_pixels_small<7>(input, gate, output, pixels, channels);
-    case 8: return scale_pixels_small<8>(input, gate, output, pixels, channels);
-    default: break;
-  }
-  for (int64_t p = 0; p < pixels; ++p) {
-    const float* in = input + p * channels;
-    float* out = output + p * channels;
-    int64_t c = 0;
-    for (; c + 4 * kLanes <= full; c += 4 * kLanes) {
-      const __m256 v0 = _mm256_loadu_ps(in + c), v1 = _mm256_loadu_ps(in + c + 8);
-      const __m256 v2 = _mm256_loadu_ps(in + c + 16), v3 = _mm256_loadu_ps(in + c + 24);
-      _mm256_storeu_ps(out + c, _mm256_mul_ps(v0, _mm256_loadu_ps(gate + c)));
-      _mm256_storeu_ps(out + c + 8, _mm256_mul_ps(v1, _mm256_loadu_ps(gate + c + 8)));
-      _mm256_storeu_ps(out + c + 16, _mm256_mul_ps(v2, _mm256_loadu_ps(gate + c + 16)));
-      _mm256_storeu_ps(out + c + 24, _mm256_mul_ps(v3, _mm256_loadu_ps(gate + c + 24)));
-    }
-    for (; c < full; c += kLanes)
-      _mm256_storeu_ps(out + c, _mm256_mul_ps(_mm256_loadu_ps(in + c), _mm256_loadu_ps(gate + c)));
-    if (full < channels)
-      _mm256_maskstore_ps(out + full, m,
-                          _mm256_mul_ps(_mm256_maskload_ps(in + full, m),
-                                        _mm256_maskload_ps(gate + full, m)));
-  }
-}
+#include "se_simd.inc"
 
 }  // namespace mnv3ext::avx2

@@ -13,22 +13,14 @@
 // scalar reference does, with up to 128 channels in flight for instruction-level parallelism.
 #include <immintrin.h>
 
-// GCC 12's AVX-512 headers seed unused operands with `__m512 __Y = __Y;`, which
-// -Wmaybe-uninitialized reports once inlined here: a known false positive.
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
-
 #include "kernels.h"
+#include "simd_avx512.h"
 
 namespace mnv3ext::avx512 {
 namespace {
 
-constexpr int64_t kLanes = 16;
-
-inline __mmask16 tail_mask(int64_t n) {  // n in [0, 16]
-  return __mmask16((1u << n) - 1u);
-}
+// lanes_mask without its clamp, for n known to be in [0, 16] (one shift, no compare).
+inline Mask tail_mask(int64_t n) { return Mask((1u << n) - 1u); }
 
 // Lanes [lo, hi) of a 16-lane vector, clamped to [0, 16).
 inline __mmask16 range_mask(int64_t lo, int64_t hi) {
@@ -36,40 +28,36 @@ inline __mmask16 range_mask(int64_t lo, int64_t hi) {
   return __mmask16(first(hi) & ~first(lo));
 }
 
+// One step of the add tree: shuffle(x, y, Lo) + shuffle(x, y, Hi), the shuffle moving 128-bit
+// quarters (Quarters) or floats within each quarter.
+template <bool Quarters, int Lo, int Hi>
+inline __m512 add_shuffled(__m512 x, __m512 y) {
+  if constexpr (Quarters)
+    return _mm512_add_ps(_mm512_shuffle_f32x4(x, y, Lo), _mm512_shuffle_f32x4(x, y, Hi));
+  else
+    return _mm512_add_ps(_mm512_shuffle_ps(x, y, Lo), _mm512_shuffle_ps(x, y, Hi));
+}
+
 // Transposing add tree: out lane r = sum of the 16 lanes of v[r] (in the fixed tree order).
 inline __m512 reduce16(__m512 v[16]) {
-  // Step 1 (lane i + lane i+8): pair rows (r, r+1) into one vector: low 256 bits of the
-  // result hold row r's 8 partial sums, high 256 bits row r+1's.
+  // Step 1 (lane i + lane i+8): pair rows (r, r+1) into one vector, x.q0 x.q1 y.q0 y.q1 +
+  // x.q2 x.q3 y.q2 y.q3: low 256 bits hold row r's 8 partial sums, high 256 bits row r+1's.
   __m512 a[8];
-  for (int r = 0; r < 8; ++r) {
-    const __m512 x = v[2 * r], y = v[2 * r + 1];
-    const __m512 lo = _mm512_shuffle_f32x4(x, y, _MM_SHUFFLE(1, 0, 1, 0));  // x.q0 x.q1 y.q0 y.q1
-    const __m512 hi = _mm512_shuffle_f32x4(x, y, _MM_SHUFFLE(3, 2, 3, 2));  // x.q2 x.q3 y.q2 y.q3
-    a[r] = _mm512_add_ps(lo, hi);
-  }
+  for (int r = 0; r < 8; ++r)
+    a[r] = add_shuffled<true, _MM_SHUFFLE(1, 0, 1, 0), _MM_SHUFFLE(3, 2, 3, 2)>(v[2 * r], v[2 * r + 1]);
   // a[r] = [row 2r: 8 | row 2r+1: 8] as 128-bit quarters [2r.q0, 2r.q1, 2r+1.q0, 2r+1.q1].
-  // Step 2 (i + i+4): quarters q0 + q1 of each row.
+  // Step 2 (i + i+4): quarters q0 + q1 of each row (x.q0 x.q2 y.q0 y.q2 + x.q1 x.q3 y.q1 y.q3).
   __m512 b[4];
-  for (int r = 0; r < 4; ++r) {
-    const __m512 x = a[2 * r], y = a[2 * r + 1];
-    const __m512 lo = _mm512_shuffle_f32x4(x, y, _MM_SHUFFLE(2, 0, 2, 0));  // x.q0 x.q2 y.q0 y.q2
-    const __m512 hi = _mm512_shuffle_f32x4(x, y, _MM_SHUFFLE(3, 1, 3, 1));  // x.q1 x.q3 y.q1 y.q3
-    b[r] = _mm512_add_ps(lo, hi);
-  }
+  for (int r = 0; r < 4; ++r)
+    b[r] = add_shuffled<true, _MM_SHUFFLE(2, 0, 2, 0), _MM_SHUFFLE(3, 1, 3, 1)>(a[2 * r], a[2 * r + 1]);
   // b[r]: quarter k holds 4 partial sums of row 4r + k.
-  // Step 3 (i + i+2): within each 128-bit lane, elements 0,1 + 2,3.
+  // Step 3 (i + i+2): within each 128-bit lane, elements 0,1 + 2,3 (x0 x1 y0 y1 + x2 x3 y2 y3).
   __m512 c[2];
-  for (int r = 0; r < 2; ++r) {
-    const __m512 x = b[2 * r], y = b[2 * r + 1];
-    const __m512 lo = _mm512_shuffle_ps(x, y, _MM_SHUFFLE(1, 0, 1, 0));  // x0 x1 y0 y1
-    const __m512 hi = _mm512_shuffle_ps(x, y, _MM_SHUFFLE(3, 2, 3, 2));  // x2 x3 y2 y3
-    c[r] = _mm512_add_ps(lo, hi);
-  }
+  for (int r = 0; r < 2; ++r)
+    c[r] = add_shuffled<false, _MM_SHUFFLE(1, 0, 1, 0), _MM_SHUFFLE(3, 2, 3, 2)>(b[2 * r], b[2 * r + 1]);
   // c[r] quarter k: [row 8r+k: 2 partials, row 8r+4+k: 2 partials].
   // Step 4 (i + i+1).
-  const __m512 lo = _mm512_shuffle_ps(c[0], c[1], _MM_SHUFFLE(2, 0, 2, 0));
-  const __m512 hi = _mm512_shuffle_ps(c[0], c[1], _MM_SHUFFLE(3, 1, 3, 1));
-  const __m512 s = _mm512_add_ps(lo, hi);
+  const __m512 s = add_shuffled<false, _MM_SHUFFLE(2, 0, 2, 0), _MM_SHUFFLE(3, 1, 3, 1)>(c[0], c[1]);
   // s quarter k = rows [k, 4+k, 8+k, 12+k]; put row r in lane r.
   const __m512i order =
       _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
@@ -183,23 +171,6 @@ void plane_sum(const float* input, int64_t planes, int64_t hw, float* sums) {
   }
 }
 
-void pixel_sum(const float* input, int64_t pixels, int64_t stride, int64_t count, float* sums) {
-  int64_t c = 0;
-  for (; count - c >= 8 * kLanes; c += 8 * kLanes)
-    pixel_sum_chunk<8>(input + c, pixels, stride, 8 * kLanes, sums + c);
-  switch ((count - c + kLanes - 1) / kLanes) {
-    case 1: pixel_sum_chunk<1>(input + c, pixels, stride, count - c, sums + c); break;
-    case 2: pixel_sum_chunk<2>(input + c, pixels, stride, count - c, sums + c); break;
-    case 3: pixel_sum_chunk<3>(input + c, pixels, stride, count - c, sums + c); break;
-    case 4: pixel_sum_chunk<4>(input + c, pixels, stride, count - c, sums + c); break;
-    case 5: pixel_sum_chunk<5>(input + c, pixels, stride, count - c, sums + c); break;
-    case 6: pixel_sum_chunk<6>(input + c, pixels, stride, count - c, sums + c); break;
-    case 7: pixel_sum_chunk<7>(input + c, pixels, stride, count - c, sums + c); break;
-    case 8: pixel_sum_chunk<8>(input + c, pixels, stride, count - c, sums + c); break;
-    default: break;
-  }
-}
-
 void matvec(const float* weight, const float* bias, const float* x, int64_t rows, int64_t cols,
             float* y) {
   const int64_t offset = int64_t(reinterpret_cast<uintptr_t>(weight) % 64) / int64_t(sizeof(float));
@@ -245,62 +216,6 @@ void matvec(const float* weight, const float* bias, const float* x, int64_t rows
   }
 }
 
-void scale_planes(const float* input, const float* gate, float* output, int64_t planes,
-                  int64_t hw) {
-  const int64_t full = hw & ~int64_t(kLanes - 1);
-  const __mmask16 m = tail_mask(hw - full);
-  for (int64_t p = 0; p < planes; ++p) {
-    const __m512 g = _mm512_set1_ps(gate[p]);
-    const float* in = input + p * hw;
-    float* out = output + p * hw;
-    int64_t i = 0;
-    for (; i + 4 * kLanes <= full; i += 4 * kLanes) {
-      const __m512 v0 = _mm512_loadu_ps(in + i), v1 = _mm512_loadu_ps(in + i + 16);
-      const __m512 v2 = _mm512_loadu_ps(in + i + 32), v3 = _mm512_loadu_ps(in + i + 48);
-      _mm512_storeu_ps(out + i, _mm512_mul_ps(v0, g));
-      _mm512_storeu_ps(out + i + 16, _mm512_mul_ps(v1, g));
-      _mm512_storeu_ps(out + i + 32, _mm512_mul_ps(v2, g));
-      _mm512_storeu_ps(out + i + 48, _mm512_mul_ps(v3, g));
-    }
-    for (; i < full; i += kLanes) _mm512_storeu_ps(out + i, _mm512_mul_ps(_mm512_loadu_ps(in + i), g));
-    if (m) _mm512_mask_storeu_ps(out + full, m, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, in + full), g));
-  }
-}
-
-void scale_pixels(const float* input, const float* gate, float* output, int64_t pixels,
-                  int64_t channels) {
-  const int64_t full = channels & ~int64_t(kLanes - 1);
-  const __mmask16 m = tail_mask(channels - full);
-  switch ((channels + kLanes - 1) / kLanes) {  // up to 8 vectors: the gate stays in registers
-    case 1: return scale_pixels_small<1>(input, gate, output, pixels, channels);
-    case 2: return scale_pixels_small<2>(input, gate, output, pixels, channels);
-    case 3: return scale_pixels_small<3>(input, gate, output, pixels, channels);
-    case 4: return scale_pixels_small<4>(input, gate, output, pixels, channels);
-    case 5: return scale_pixels_small<5>(input, gate, output, pixels, channels);
-    case 6: return scale_pixels_small<6>(input, gate, output, pixels, channels);
-    case 7: return scale_pixels_small<7>(input, gate, output, pixels, channels);
-    case 8: return scale_pixels_small<8>(input, gate, output, pixels, channels);
-    default: break;
-  }
-  for (int64_t p = 0; p < pixels; ++p) {
-    const float* in = input + p * channels;
-    float* out = output + p * channels;
-    int64_t c = 0;
-    for (; c + 4 * kLanes <= full; c += 4 * kLanes) {
-      const __m512 v0 = _mm512_loadu_ps(in + c), v1 = _mm512_loadu_ps(in + c + 16);
-      const __m512 v2 = _mm512_loadu_ps(in + c + 32), v3 = _mm512_loadu_ps(in + c + 48);
-      _mm512_storeu_ps(out + c, _mm512_mul_ps(v0, _mm512_loadu_ps(gate + c)));
-      _mm512_storeu_ps(out + c + 16, _mm512_mul_ps(v1, _mm512_loadu_ps(gate + c + 16)));
-      _mm512_storeu_ps(out + c + 32, _mm512_mul_ps(v2, _mm512_loadu_ps(gate + c + 32)));
-      _mm512_storeu_ps(out + c + 48, _mm512_mul_ps(v3, _mm512_loadu_ps(gate + c + 48)));
-    }
-    for (; c < full; c += kLanes)
-      _mm512_storeu_ps(out + c, _mm512_mul_ps(_mm512_loadu_ps(in + c), _mm512_loadu_ps(gate + c)));
-    if (m)
-      _mm512_mask_storeu_ps(out + full, m,
-                            _mm512_mul_ps(_mm512_maskz_loadu_ps(m, in + full),
-                                          _mm512_maskz_loadu_ps(m, gate + full)));
-  }
-}
+#include "se_simd.inc"
 
 }  // namespace mnv3ext::avx512
