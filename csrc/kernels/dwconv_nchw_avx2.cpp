@@ -44,6 +44,8 @@ constexpr int strip_rows() {
   return S == 1 ? 12 : 10;
 }
 
+#include "dwconv_nchw_planes.inc"
+
 // A value the compiler must keep in a register: otherwise it folds the load into every FMA
 // that uses it (one load per FMA, mostly split across cache lines).
 inline Vec keep(Vec x) {
@@ -85,23 +87,6 @@ inline void store_rows(Activation act, const Vec* acc, float* o, int64_t stride,
     default: return store_rows_t<N, S, Activation::kNone>(acc, o, stride, full, m);
   }
 }
-
-struct StripArgs {
-  const float* in;    // input plane
-  int64_t h, w;       // input size
-  int64_t pt, pl;     // top / left padding
-  int64_t oy0;        // first output row
-  int64_t count;      // strips of R rows, consecutive from oy0
-  int64_t nvec;       // 8-column blocks per output row
-  Mask tail;          // valid lanes of the last block
-  const float* taps;  // tap t of this channel at taps[t * padded]
-  int64_t padded;
-  float bias;
-  float* out;  // output plane
-  int64_t ow;
-  Activation act;
-};
-using StripFn = void (*)(const StripArgs&);
 
 // One 8-column block of a strip: input column b (stride 1: b + kx for tap kx; stride 2:
 // b + 2 l + kx for output lane l) of input rows y0 + i, i in [lo, hi); p = row y0, column b.
@@ -286,13 +271,6 @@ PairFn pair_fn(int n) {
   else return n == R ? pair_k<K, S, R> : pair_fn<K, S, R - 1>(n);
 }
 
-// strip_k<K, S, n> for 1 <= n <= R.
-template <int K, int S, int R>
-StripFn strip_fn(int n) {
-  if constexpr (R == 0) return nullptr;
-  else return n == R ? strip_k<K, S, R> : strip_fn<K, S, R - 1>(n);
-}
-
 // ---- NCHW, small planes: kLanes planes at once, channel-interleaved.
 // Narrow outputs waste most lanes of a row vector, so kLanes consecutive planes are copied
 // into one zero-padded (hp, wp, kLanes) scratch, computed like NHWC (vector over planes, taps in
@@ -436,7 +414,6 @@ void nchw_interleaved(const DwConvShape& s, const float* input, const float* pac
 void dwconv_nchw_planes(const DwConvShape& s, const float* input, const float* packed,
                         float* output, int64_t plane_begin, int64_t plane_end) {
   if (plane_begin >= plane_end) return;
-  const int64_t C = s.channels, padded = padded_channels(C);
   const int64_t OW = s.out_w, OH = s.out_h;
   const int64_t nvec = (OW + kLanes - 1) / kLanes;
   // Narrow planes (more than a quarter of each row vector unused) go kLanes planes at a time.
@@ -445,68 +422,29 @@ void dwconv_nchw_planes(const DwConvShape& s, const float* input, const float* p
     nchw_interleaved(s, input, packed, output, plane_begin, plane_end);
     return;
   }
-  const int64_t H = s.in_h, W = s.in_w, pt = s.pad_top;
+  const int64_t H = s.in_h, W = s.in_w, C = s.channels, padded = padded_channels(C);
   const int64_t in_plane = H * W, out_plane = OH * OW;
   const int K = s.kernel_h, S = s.stride_h;
   if (s.kernel_w == K && s.stride_w == S && s.dilation_h == 1 && s.dilation_w == 1 &&
       (K == 3 || K == 5) && (S == 1 || S == 2)) {
-    int RM;
-    StripFn fns[16] = {};
-    if (K == 3 && S == 1) {
-      RM = strip_rows<3, 1>();
-      for (int n = 1; n <= RM; ++n) fns[n] = strip_fn<3, 1, strip_rows<3, 1>()>(n);
-    } else if (K == 3) {
-      RM = strip_rows<3, 2>();
-      for (int n = 1; n <= RM; ++n) fns[n] = strip_fn<3, 2, strip_rows<3, 2>()>(n);
-    } else if (S == 1) {
-      RM = strip_rows<5, 1>();
-      for (int n = 1; n <= RM; ++n) fns[n] = strip_fn<5, 1, strip_rows<5, 1>()>(n);
-    } else {
-      RM = strip_rows<5, 2>();
-      for (int n = 1; n <= RM; ++n) fns[n] = strip_fn<5, 2, strip_rows<5, 2>()>(n);
-    }
-    const Mask tail = lanes_mask(OW - (nvec - 1) * kLanes);
     int64_t plane = plane_begin;
     if (nvec == 1 && OH <= 7) {
       const PairFn pf = K == 3 ? (S == 1 ? pair_fn<3, 1, 7>(int(OH)) : pair_fn<3, 2, 7>(int(OH)))
                                : (S == 1 ? pair_fn<5, 1, 7>(int(OH)) : pair_fn<5, 2, 7>(int(OH)));
+      const Mask tail = lanes_mask(OW - (nvec - 1) * kLanes);
       for (; plane + 2 <= plane_end; plane += 2) {
         const int64_t ca = plane % C, cb = (plane + 1) % C;
-        const PairArgs args{input + plane * in_plane, in_plane, H, W, pt, s.pad_left,
+        const PairArgs args{input + plane * in_plane, in_plane, H, W, s.pad_top, s.pad_left,
                             packed + padded + ca, packed + padded + cb, padded, packed[ca],
                             packed[cb], output + plane * out_plane, out_plane, OW, tail,
                             s.activation};
         pf(args);
       }
     }
-    // Balanced strips: `big` strips of q + 1 rows, then strips of q rows (q + 1 <= RM).
-    const int64_t strips = (OH + RM - 1) / RM, q = OH / strips, big = OH - q * strips;
-    for (; plane < plane_end; ++plane) {
-      const int64_t c = plane % C;
-      StripArgs args{input + plane * in_plane, H, W, pt, s.pad_left, 0, big, nvec, tail,
-                     packed + padded + c, padded, packed[c], output + plane * out_plane, OW,
-                     s.activation};
-      if (big > 0) fns[q + 1](args);
-      args.oy0 = big * (q + 1);
-      args.count = strips - big;
-      fns[q](args);
-    }
+    strip_planes(s, input, packed, output, plane, plane_end);  // the rest (an odd last plane)
     return;
   }
-
-  // Anything else: a zero-padded, phase-split copy of each plane.
-  // Phase rows cover every output vector's taps, including the lanes past out_w.
-  const int64_t r = nvec * kLanes + int64_t(s.kernel_w - 1) * s.dilation_w / s.stride_w + 1;
-  const int64_t hp = (OH - 1) * s.stride_h + int64_t(s.kernel_h - 1) * s.dilation_h + 1;
-  float* scr = thread_scratch(hp * s.stride_w * r);
-  std::memset(scr, 0, sizeof(float) * hp * s.stride_w * r);
-  for (int64_t plane = plane_begin; plane < plane_end; ++plane) {
-    const int64_t c = plane % C;
-    copy_plane(s, input + plane * in_plane, scr, hp, r);
-    const NchwPlaneArgs args{&s, scr, r, packed + padded + c, padded, packed[c],
-                             output + plane * out_plane};
-    nchw_plane_generic(args);
-  }
+  generic_planes(s, input, packed, output, plane_begin, plane_end);
 }
 
 }  // namespace mnv3ext::avx2
