@@ -88,6 +88,33 @@ inline void store_rows(Activation act, const Vec* acc, float* o, int64_t stride,
   }
 }
 
+// acc[u] += w[ky * K + kx] * x for every strip row u whose tap row ky = i - S u is in [0, K):
+// x is column kx of the strip's input row i.
+template <int K, int S, int R>
+__attribute__((always_inline)) inline void feed_column(const Vec* w, int i, int kx, Vec x,
+                                                       Vec* acc) {
+#pragma GCC unroll 16
+  for (int u = 0; u < R; ++u) {
+    const int ky = i - S * u;
+    if (ky >= 0 && ky < K) acc[u] = vfma(w[ky * K + kx], x, acc[u]);
+  }
+}
+
+// Stride 2: the even / odd columns of the vector pair (l, h) at input column 2j are tap columns
+// 2j and 2j + 1 of input row i (one vshufps each, lanes in order 0 1 4 5 2 3 6 7).
+template <int K, int R>
+__attribute__((always_inline)) inline void feed_pair(const Vec* w, int i, int j, Vec l, Vec h,
+                                                     Vec* acc) {
+#pragma GCC unroll 2
+  for (int d = 0; d < 2; ++d) {
+    const int kx = 2 * j + d;
+    if (kx >= K) break;
+    const Vec x = keep(d == 0 ? _mm256_shuffle_ps(l, h, _MM_SHUFFLE(2, 0, 2, 0))
+                              : _mm256_shuffle_ps(l, h, _MM_SHUFFLE(3, 1, 3, 1)));
+    feed_column<K, 2, R>(w, i, kx, x, acc);
+  }
+}
+
 // One 8-column block of a strip: input column b (stride 1: b + kx for tap kx; stride 2:
 // b + 2 l + kx for output lane l) of input rows y0 + i, i in [lo, hi); p = row y0, column b.
 template <int K, int S, int R, bool Edge>
@@ -107,12 +134,7 @@ __attribute__((always_inline)) inline void strip_block(const float* p, int64_t W
       asm("" : "+r"(wv));
 #pragma GCC unroll 8
       for (int kx = 0; kx < K; ++kx) {
-        const Vec x = keep(Edge ? vloadm(p + kx, m[kx]) : vload(p + kx));
-#pragma GCC unroll 16
-        for (int u = 0; u < R; ++u) {
-          const int ky = i - u;
-          if (ky >= 0 && ky < K) acc[u] = vfma(wv[ky * K + kx], x, acc[u]);
-        }
+        feed_column<K, 1, R>(wv, i, kx, keep(Edge ? vloadm(p + kx, m[kx]) : vload(p + kx)), acc);
       }
     }
   } else {
@@ -130,18 +152,7 @@ __attribute__((always_inline)) inline void strip_block(const float* p, int64_t W
       for (int j = 0; j < NP; ++j) {
         const Vec l = keep(Edge ? vloadm(p + 2 * j, ml[j]) : vload(p + 2 * j));
         const Vec h = keep(Edge ? vloadm(p + 2 * j + kLanes, mh[j]) : vload(p + 2 * j + kLanes));
-#pragma GCC unroll 2
-        for (int d = 0; d < 2; ++d) {
-          const int kx = 2 * j + d;
-          if (kx >= K) break;
-          const Vec x = keep(d == 0 ? _mm256_shuffle_ps(l, h, _MM_SHUFFLE(2, 0, 2, 0))
-                                    : _mm256_shuffle_ps(l, h, _MM_SHUFFLE(3, 1, 3, 1)));
-#pragma GCC unroll 16
-          for (int u = 0; u < R; ++u) {
-            const int ky = i - 2 * u;
-            if (ky >= 0 && ky < K) acc[u] = vfma(wv[ky * K + kx], x, acc[u]);
-          }
-        }
+        feed_pair<K, R>(wv, i, j, l, h, acc);
       }
     }
   }
@@ -227,13 +238,7 @@ void pair_k(const PairArgs& a) {
       for (int kx = 0; kx < K; ++kx) {
 #pragma GCC unroll 2
         for (int q = 0; q < 2; ++q) {
-          const Vec x = keep(vloadm(p + q * off + kx, m[kx]));
-          const Vec* w = q ? wpb : wpa;
-#pragma GCC unroll 8
-          for (int u = 0; u < R; ++u) {
-            const int ky = i - u;
-            if (ky >= 0 && ky < K) acc[q][u] = vfma(w[ky * K + kx], x, acc[q][u]);
-          }
+          feed_column<K, 1, R>(q ? wpb : wpa, i, kx, keep(vloadm(p + q * off + kx, m[kx])), acc[q]);
         }
       }
     } else {
@@ -243,19 +248,7 @@ void pair_k(const PairArgs& a) {
         for (int q = 0; q < 2; ++q) {
           const Vec l = keep(vloadm(p + q * off + 2 * j, m[2 * j]));
           const Vec h = keep(vloadm(p + q * off + 2 * j + kLanes, m[2 * j + 1]));
-          const Vec* w = q ? wpb : wpa;
-#pragma GCC unroll 2
-          for (int d = 0; d < 2; ++d) {
-            const int kx = 2 * j + d;
-            if (kx >= K) break;
-            const Vec x = keep(d == 0 ? _mm256_shuffle_ps(l, h, _MM_SHUFFLE(2, 0, 2, 0))
-                                      : _mm256_shuffle_ps(l, h, _MM_SHUFFLE(3, 1, 3, 1)));
-#pragma GCC unroll 8
-            for (int u = 0; u < R; ++u) {
-              const int ky = i - 2 * u;
-              if (ky >= 0 && ky < K) acc[q][u] = vfma(w[ky * K + kx], x, acc[q][u]);
-            }
-          }
+          feed_pair<K, R>(q ? wpb : wpa, i, j, l, h, acc[q]);
         }
       }
     }
