@@ -17,6 +17,7 @@
 #include <cstring>
 
 #include "activation.h"
+#include "dwconv_taps.h"
 #include "kernels.h"
 #include "simd_neon.h"
 
@@ -145,16 +146,9 @@ void nchw_plane_exact(const DwConvShape& s, const float* in, const float* packed
   for (int64_t oy = 0; oy < s.out_h; ++oy)
     for (int64_t ox = 0; ox < s.out_w; ++ox) {
       float acc = packed[c];
-      for (int ky = 0; ky < s.kernel_h; ++ky) {
-        const int64_t iy = oy * s.stride_h - s.pad_top + int64_t(ky) * s.dilation_h;
-        if (iy < 0 || iy >= s.in_h) continue;
-        for (int kx = 0; kx < s.kernel_w; ++kx) {
-          const int64_t ix = ox * s.stride_w - s.pad_left + int64_t(kx) * s.dilation_w;
-          if (ix < 0 || ix >= s.in_w) continue;
-          acc = std::fma(packed[(1 + ky * s.kernel_w + kx) * padded + c], in[iy * s.in_w + ix],
-                         acc);
-        }
-      }
+      for_each_input_tap(s, oy, ox, [&](int t, int64_t iy, int64_t ix) {
+        acc = std::fma(packed[(1 + t) * padded + c], in[iy * s.in_w + ix], acc);
+      });
       out[oy * s.out_w + ox] = apply_activation(s.activation, acc);
     }
 }

@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "activation.h"
+#include "dwconv_taps.h"
 #include "kernels.h"
 
 namespace mnv3ext::scalar {
@@ -15,17 +16,11 @@ void dwconv_nhwc_rows(const DwConvShape& s, const float* input, const float* pac
     for (int64_t ox = 0; ox < s.out_w; ++ox) {
       float* out = output + (row * s.out_w + ox) * channels;
       std::copy(packed, packed + channels, out);
-      for (int ky = 0; ky < s.kernel_h; ++ky) {
-        const int64_t iy = oy * s.stride_h - s.pad_top + int64_t(ky) * s.dilation_h;
-        if (iy < 0 || iy >= s.in_h) continue;
-        for (int kx = 0; kx < s.kernel_w; ++kx) {
-          const int64_t ix = ox * s.stride_w - s.pad_left + int64_t(kx) * s.dilation_w;
-          if (ix < 0 || ix >= s.in_w) continue;
-          const float* in = input + ((n * s.in_h + iy) * s.in_w + ix) * channels;
-          const float* tap = packed + (1 + ky * s.kernel_w + kx) * padded;
-          for (int64_t c = 0; c < channels; ++c) out[c] += tap[c] * in[c];
-        }
-      }
+      for_each_input_tap(s, oy, ox, [&](int t, int64_t iy, int64_t ix) {
+        const float* in = input + ((n * s.in_h + iy) * s.in_w + ix) * channels;
+        const float* tap = packed + (1 + t) * padded;
+        for (int64_t c = 0; c < channels; ++c) out[c] += tap[c] * in[c];
+      });
       for (int64_t c = 0; c < channels; ++c) out[c] = apply_activation(s.activation, out[c]);
     }
   }
@@ -41,15 +36,9 @@ void dwconv_nchw_planes(const DwConvShape& s, const float* input, const float* p
     for (int64_t oy = 0; oy < s.out_h; ++oy) {
       for (int64_t ox = 0; ox < s.out_w; ++ox) {
         float acc = packed[c];
-        for (int ky = 0; ky < s.kernel_h; ++ky) {
-          const int64_t iy = oy * s.stride_h - s.pad_top + int64_t(ky) * s.dilation_h;
-          if (iy < 0 || iy >= s.in_h) continue;
-          for (int kx = 0; kx < s.kernel_w; ++kx) {
-            const int64_t ix = ox * s.stride_w - s.pad_left + int64_t(kx) * s.dilation_w;
-            if (ix < 0 || ix >= s.in_w) continue;
-            acc += packed[(1 + ky * s.kernel_w + kx) * padded + c] * in[iy * s.in_w + ix];
-          }
-        }
+        for_each_input_tap(s, oy, ox, [&](int t, int64_t iy, int64_t ix) {
+          acc += packed[(1 + t) * padded + c] * in[iy * s.in_w + ix];
+        });
         out[oy * s.out_w + ox] = apply_activation(s.activation, acc);
       }
     }
