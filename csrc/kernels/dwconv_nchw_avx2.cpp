@@ -346,15 +346,12 @@ void nchw_interleaved(const DwConvShape& s, const float* input, const float* pac
                       float* output, int64_t plane_begin, int64_t plane_end) {
   const int64_t C = s.channels, padded = padded_channels(C);
   const int64_t H = s.in_h, W = s.in_w, OH = s.out_h, OW = s.out_w, T = int64_t(s.kernel_h) * s.kernel_w;
-  const int64_t hp = (OH - 1) * s.stride_h + int64_t(s.kernel_h - 1) * s.dilation_h + 1;
-  const int64_t wp = (OW - 1) * s.stride_w + int64_t(s.kernel_w - 1) * s.dilation_w + 1;
   const int64_t in_plane = H * W, out_plane = OH * OW;
-  // obuf rounded up to whole 8-pixel blocks for the output transposes.
-  const int64_t in_floats = hp * wp * kLanes, out_floats = (out_plane + kLanes - 1) / kLanes * kLanes * kLanes;
-  float* scr = thread_scratch(in_floats + out_floats + (1 + T) * kLanes);
-  float* obuf = scr + in_floats;
-  float* wts = obuf + out_floats;
-  std::memset(scr, 0, sizeof(float) * (in_floats + out_floats + (1 + T) * kLanes));
+  const InterleavedScratch sc = interleaved_scratch(s);
+  const int64_t hp = sc.hp, wp = sc.wp;
+  float* const scr = sc.tile;
+  float* const obuf = sc.obuf;
+  float* const wts = sc.wts;
 
   IlFn fn = il_compute_generic;
   if (s.kernel_h == s.kernel_w && s.stride_h == s.stride_w && s.dilation_h == 1 &&
