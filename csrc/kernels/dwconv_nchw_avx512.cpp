@@ -254,11 +254,7 @@ void nchw_interleaved(const DwConvShape& s, const float* input, const float* pac
   const int64_t C = s.channels, padded = padded_channels(C);
   const int64_t H = s.in_h, W = s.in_w, OH = s.out_h, OW = s.out_w, T = int64_t(s.kernel_h) * s.kernel_w;
   const int64_t in_plane = H * W, out_plane = OH * OW;
-  const InterleavedScratch sc = interleaved_scratch(s);
-  const int64_t hp = sc.hp, wp = sc.wp;
-  float* const scr = sc.tile;
-  float* const obuf = sc.obuf;
-  float* const wts = sc.wts;
+  const auto [hp, wp, scr, obuf, wts] = interleaved_scratch(s);
   const PadFn fn = pick_pad_fn(s, true);
   // Rows of 6..8 pixels with the specialised kernels: il_rows, in balanced blocks of <= 3 rows.
   IlFn il_big = nullptr, il_small = nullptr;
