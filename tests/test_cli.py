@@ -323,6 +323,28 @@ def test_bench_ops_table(capsys, tmp_path):
     assert f"Kernels: {mnv3ext.current_isa()}." in out
 
 
+def test_bench_ops_passes_take_medians_per_case():
+    from mnv3ext.bench.op_table import merge_passes
+
+    def row(eager, ours, roof):
+        return {"id": "x", "kind": "se", "bytes": 1000, "eager_us": eager, "ours_us": ours,
+                "via_ops_us": ours + 1, "roofline_us": roof, "hot_copy_us": roof, "max_abs_err": 1e-7,
+                "target_met": False}
+
+    merged = merge_passes([[row(30.0, 12.0, 5.0)], [row(90.0, 20.0, 9.0)], [row(33.0, 10.0, 4.0)]])
+    r = merged[0]
+    assert (r["eager_us"], r["ours_us"], r["roofline_us"]) == (33.0, 12.0, 5.0)
+    assert r["speedup"] == pytest.approx(33.0 / 12.0) and r["x_roofline"] == pytest.approx(12.0 / 5.0)
+    assert r["target_met"] is False and [p["eager_us"] for p in r["passes"]] == [30.0, 90.0, 33.0]
+    assert merge_passes([[row(30.0, 9.0, 5.0)], [row(33.0, 10.0, 4.0)]])[0]["target_met"] is True
+
+
+def test_bench_ops_two_passes(capsys):
+    rc, out, _ = _run(capsys, ["bench-ops", "--match", "small.se9", "--layouts", "cl", "--runs", "3",
+                               "--warmup", "1", "--passes", "2", "--quiet"])
+    assert rc == 0 and "median over 2 passes" in out and "| small.se9 |" in out
+
+
 # ---------------------------------------------------------------------------------------------
 # timing helpers
 

@@ -129,6 +129,9 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--match", help="only cases whose id contains this text, e.g. large.dw13")
     o.add_argument("--threads", type=_int_at_least(1), default=1, help="default 1")
     _add_timing(o, DEFAULT_OPS_SECONDS, per=" per case")
+    o.add_argument("--passes", type=_int_at_least(1), default=1,
+                   help="measure the whole table this many times and report per case the median "
+                        "over passes (a shared machine drifts over minutes; default 1)")
     o.add_argument("--json", metavar="FILE", help="also write the rows as JSON")
     o.add_argument("--quiet", action="store_true")
     for sp in (b, i, r, o):
@@ -327,7 +330,7 @@ def _cmd_bench_ops(args, parser) -> int:
     try:
         rows, sums = run_op_table(models=args.models, kinds=args.kinds, layouts=args.layouts, match=args.match,
                                   threads=args.threads, warmup=args.warmup, runs=args.runs, seconds=seconds,
-                                  progress=progress)
+                                  passes=args.passes, progress=progress)
     finally:
         progress.clear()
     if not rows:
