@@ -16,6 +16,12 @@ Ops (all inference-only, float32, CPU; none modifies its inputs):
 ``squeeze_excite(input, fc1_weight, fc1_bias, fc2_weight, fc2_bias, activation, gate)``
     ``input * gate(fc2(act(fc1(mean_hw(input)))))``; fc weights ``(S, C)``/``(C, S)``, optionally with
     trailing ``1, 1`` dims (straight from a 1x1 ``Conv2d``) — or from an ``nn.Linear``.
+``pack_se_weights(fc1_weight, fc1_bias, fc2_weight, fc2_bias)`` / ``squeeze_excite_packed(input,
+    packed_weights, squeeze, activation, gate)``
+    The same op with its four weight tensors packed once into one (what FusedSqueezeExcite calls):
+    per call one tensor to check instead of four. 1-D, sections [fc1 weight (S*C) | fc1 bias (S) |
+    fc2 weight (C*S) | fc2 bias (C)], each starting at a multiple of 16 floats (64 bytes); a
+    missing bias is packed as zeros.
 
 Outputs keep the input's memory format (channels_last in, channels_last out); inputs in any other
 stride layout are made contiguous first.
@@ -56,6 +62,10 @@ _lib.define(
 _lib.define(
     "squeeze_excite(Tensor input, Tensor fc1_weight, Tensor? fc1_bias, Tensor fc2_weight, "
     "Tensor? fc2_bias, str activation, str gate) -> Tensor"
+)
+_lib.define("pack_se_weights(Tensor fc1_weight, Tensor? fc1_bias, Tensor fc2_weight, Tensor? fc2_bias) -> Tensor")
+_lib.define(
+    "squeeze_excite_packed(Tensor input, Tensor packed_weights, int squeeze, str activation, str gate) -> Tensor"
 )
 
 
@@ -431,11 +441,108 @@ def _squeeze_excite_fake(input, fc1_weight, fc1_bias, fc2_weight, fc2_bias, acti
     return _empty_like_format(input, tuple(input.shape), _is_channels_last(input))
 
 
+# ---------------------------------------------------------------------------------------------
+# pack_se_weights / squeeze_excite_packed
+
+def _se_sections(channels: int, squeeze: int):
+    """Float offsets of [fc1 weight | fc1 bias | fc2 weight | fc2 bias] and the total length."""
+    def up(n):
+        return -(-n // _ALIGN) * _ALIGN
+    b1 = up(squeeze * channels)
+    w2 = b1 + up(squeeze)
+    b2 = w2 + up(channels * squeeze)
+    return (0, b1, w2, b2), b2 + up(channels)
+
+
+def _check_pack_se(fc1_weight, fc1_bias, fc2_weight, fc2_bias):
+    """Validates pack_se_weights' arguments (CPU and fake alike); returns (C, S)."""
+    s1, c1 = _se_weight_2d("fc1_weight", fc1_weight, "S, C")
+    c2, s2 = _se_weight_2d("fc2_weight", fc2_weight, "C, S")
+    if s1 < 1 or c1 < 1:
+        raise ValueError(f"fc1_weight: expected S >= 1 and C >= 1, got {tuple(fc1_weight.shape)}")
+    if (c2, s2) != (c1, s1):
+        raise ValueError(f"fc2_weight: expected shape ({c1}, {s1}) to match fc1_weight, got {tuple(fc2_weight.shape)}")
+    for name, t, size in (("fc1_bias", fc1_bias, s1), ("fc2_bias", fc2_bias, c1)):
+        if t is not None:
+            _check_tensor(name, t, (1,), fc1_weight.device)
+            if t.shape[0] != size:
+                raise ValueError(f"{name}: expected shape ({size},), got {tuple(t.shape)}")
+    if fc2_weight.device != fc1_weight.device:
+        raise ValueError(f"fc2_weight: expected device {fc1_weight.device} (same as fc1_weight), got {fc2_weight.device}")
+    return c1, s1
+
+
+def _pack_se_cpu(fc1_weight, fc1_bias, fc2_weight, fc2_bias):
+    channels, squeeze = _check_pack_se(fc1_weight, fc1_bias, fc2_weight, fc2_bias)
+    if fc1_weight.device.type != "cpu":
+        raise ValueError(f"fc1_weight: mnv3ext ops run on CPU tensors, got device {fc1_weight.device}")
+    offsets, total = _se_sections(channels, squeeze)
+    packed = torch.zeros(total, dtype=torch.float32)
+    for offset, t in zip(offsets, (fc1_weight, fc1_bias, fc2_weight, fc2_bias)):
+        if t is not None:
+            packed[offset:offset + t.numel()] = t.detach().reshape(-1)
+    return packed
+
+
+def _pack_se_fake(fc1_weight, fc1_bias, fc2_weight, fc2_bias):
+    return fc1_weight.new_empty(_se_sections(*_check_pack_se(fc1_weight, fc1_bias, fc2_weight, fc2_bias))[1])
+
+
+def _check_se_packed(input, packed_weights, squeeze, activation, gate):
+    _check_input(input)
+    _check_tensor("packed_weights", packed_weights, (1,), input.device)
+    if not isinstance(squeeze, int) or squeeze < 1:
+        raise ValueError(f"squeeze: expected an int >= 1, got {squeeze!r}")
+    offsets, total = _se_sections(input.shape[1], squeeze)
+    if packed_weights.shape[0] != total:
+        raise ValueError(
+            f"packed_weights: expected {total} floats for {input.shape[1]} channels and squeeze "
+            f"{squeeze} (from pack_se_weights), got {packed_weights.shape[0]}")
+    _check_activation("activation", activation, SE_ACTIVATIONS)
+    _check_activation("gate", gate, SE_GATES)
+    return offsets
+
+
+def _squeeze_excite_packed_cpu(input, packed_weights, squeeze, activation, gate):
+    try:  # flat: the per-layer hot path (see _dwconv2d_packed_cpu)
+        key = (input.shape, input.stride(), input.dtype, packed_weights.shape, packed_weights.stride(),
+               packed_weights.dtype, squeeze, activation, gate)
+        entry = _SE_PLANS.get(key)
+    except (AttributeError, TypeError, RuntimeError):  # not dense tensors: the full checks say which
+        key, entry = None, None
+    if entry is None:
+        offsets = _check_se_packed(input, packed_weights, squeeze, activation, gate)
+        channels_last = _is_channels_last(input)
+        n, c, h, w = input.shape
+        plan = _C.SePlan(n, c, h * w, squeeze, _CODES[activation], _CODES[gate], channels_last)
+        entry = (plan, (n, c, h, w), _output_strides(n, c, h, w, channels_last),
+                 not (channels_last or input.is_contiguous()), tuple(4 * o for o in offsets))
+        _remember(_SE_PLANS, key, entry)
+    if torch.is_grad_enabled():
+        _check_inference(input, packed_weights)
+    plan, size, strides, input_copy, (_, b1, w2, b2) = entry
+    if input_copy:
+        input = input.contiguous()
+    out = input.new_empty_strided(size, strides)
+    if size[0]:
+        base = packed_weights.data_ptr()
+        plan.run(input.data_ptr(), base, base + b1, base + w2, base + b2, out.data_ptr(),
+                 torch.get_num_threads())
+    return out
+
+
+def _squeeze_excite_packed_fake(input, packed_weights, squeeze, activation, gate):
+    _check_se_packed(input, packed_weights, squeeze, activation, gate)
+    return _empty_like_format(input, tuple(input.shape), _is_channels_last(input))
+
+
 for _name, _cpu, _fake in (
     ("dwconv2d", _dwconv2d_cpu, _dwconv2d_fake),
     ("pack_dwconv_weight", _pack_cpu, _pack_fake),
     ("dwconv2d_packed", _dwconv2d_packed_cpu, _dwconv2d_packed_fake),
     ("squeeze_excite", _squeeze_excite_cpu, _squeeze_excite_fake),
+    ("pack_se_weights", _pack_se_cpu, _pack_se_fake),
+    ("squeeze_excite_packed", _squeeze_excite_packed_cpu, _squeeze_excite_packed_fake),
 ):
     _lib.impl(_name, _cpu, "CPU")
     torch.library.register_fake(f"mnv3ext::{_name}", _fake, lib=_lib)
@@ -456,6 +563,7 @@ for _name, _cpu, _fake in (
 _DWCONV2D_OP = torch.ops.mnv3ext.dwconv2d.default
 _DWCONV2D_PACKED_OP = torch.ops.mnv3ext.dwconv2d_packed.default
 _SQUEEZE_EXCITE_OP = torch.ops.mnv3ext.squeeze_excite.default
+_SQUEEZE_EXCITE_PACKED_OP = torch.ops.mnv3ext.squeeze_excite_packed.default
 _Tensor = torch.Tensor
 
 
@@ -501,3 +609,10 @@ def squeeze_excite(input, fc1_weight, fc1_bias, fc2_weight, fc2_bias, activation
             and _plain(fc2_weight) and _plain(fc2_bias)):
         return _squeeze_excite_cpu(input, fc1_weight, fc1_bias, fc2_weight, fc2_bias, activation, gate)
     return _SQUEEZE_EXCITE_OP(input, fc1_weight, fc1_bias, fc2_weight, fc2_bias, activation, gate)
+
+
+def squeeze_excite_packed(input, packed_weights, squeeze, activation, gate):
+    """``torch.ops.mnv3ext.squeeze_excite_packed``; in plain eager mode without the dispatcher round trip."""
+    if _unobserved() and _plain(input) and _plain(packed_weights):
+        return _squeeze_excite_packed_cpu(input, packed_weights, squeeze, activation, gate)
+    return _SQUEEZE_EXCITE_PACKED_OP(input, packed_weights, squeeze, activation, gate)

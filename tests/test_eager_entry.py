@@ -33,7 +33,7 @@ class OpCounter:
 
     def __init__(self, monkeypatch):
         self.calls = 0
-        for name in ("_DWCONV2D_OP", "_DWCONV2D_PACKED_OP", "_SQUEEZE_EXCITE_OP"):
+        for name in ("_DWCONV2D_OP", "_DWCONV2D_PACKED_OP", "_SQUEEZE_EXCITE_OP", "_SQUEEZE_EXCITE_PACKED_OP"):
             original = getattr(ops, name)
             monkeypatch.setattr(ops, name, self._counting(original))
 
@@ -79,18 +79,23 @@ def test_plain_eager_skips_the_dispatcher(monkeypatch):
     for _ in range(2):  # the first call of a signature and a cached one
         ops.dwconv2d_packed(*args)
         ops.dwconv2d(args[0], w, b, [1, 1], [1, 1], [1, 1], "relu")
-        ops.squeeze_excite(*se_args())
+        se = se_args()
+        ops.squeeze_excite(*se)
+        ops.squeeze_excite_packed(se[0], torch.ops.mnv3ext.pack_se_weights(*se[1:5]), 8, "relu", "sigmoid")
     assert counter.calls == 0
 
 
 def test_dispatch_mode_sees_the_op(monkeypatch):
     args, _ = dw_packed_args()
     se = se_args()
+    packed = torch.ops.mnv3ext.pack_se_weights(*se[1:5])
     with OpLog() as log:
         ops.dwconv2d_packed(*args)
         ops.squeeze_excite(*se)
+        ops.squeeze_excite_packed(se[0], packed, 8, "relu", "sigmoid")
     assert "mnv3ext.dwconv2d_packed.default" in log.names
     assert "mnv3ext.squeeze_excite.default" in log.names
+    assert "mnv3ext.squeeze_excite_packed.default" in log.names
 
 
 def test_function_mode_device_context_goes_through_the_op(monkeypatch):
@@ -115,6 +120,9 @@ def test_fake_and_meta_tensors_get_the_fake_kernel():
     se = se_args()
     meta_se = ops.squeeze_excite(*(t.to("meta") if isinstance(t, torch.Tensor) else t for t in se))
     assert meta_se.device.type == "meta" and meta_se.shape == se[0].shape
+    packed = torch.ops.mnv3ext.pack_se_weights(*se[1:5])
+    meta_packed = ops.squeeze_excite_packed(se[0].to("meta"), packed.to("meta"), 8, "relu", "sigmoid")
+    assert meta_packed.device.type == "meta" and meta_packed.shape == se[0].shape
 
 
 def test_profiler_sees_the_op():
@@ -132,7 +140,7 @@ def test_jit_trace_records_the_ops():
     x = torch.randn(1, 16, 10, 10)
     traced = torch.jit.trace(module, x)
     graph = str(traced.inlined_graph)
-    assert "mnv3ext::dwconv2d_packed" in graph and "mnv3ext::squeeze_excite" in graph
+    assert "mnv3ext::dwconv2d_packed" in graph and "mnv3ext::squeeze_excite_packed" in graph
     y = torch.randn(1, 16, 10, 10)
     torch.testing.assert_close(traced(y), module(y), rtol=0, atol=0)
 

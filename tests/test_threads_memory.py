@@ -93,6 +93,7 @@ def op_cases(g):
     fc1, fc2 = torch.randn(16, 64, generator=g) / 8, torch.randn(64, 16, generator=g) / 4
     fc1c, fc2c = torch.randn(24, 96, 1, 1, generator=g) / 8, torch.randn(96, 24, 1, 1, generator=g) / 4
     b24 = torch.randn(24, generator=g)
+    se_packed = OPS.pack_se_weights(fc1c, b24, fc2c, b96)
     return [
         lambda: OPS.dwconv2d(x, w3, b64, [1, 1], [1, 1], [1, 1], "relu6"),
         lambda: OPS.dwconv2d(x_cl, w3.repeat(3, 1, 1, 1)[:96], None, [2, 1], [0, 1, 2, 1], [1, 2], "hardswish"),
@@ -100,6 +101,7 @@ def op_cases(g):
         lambda: OPS.dwconv2d_packed(x_cl[:, :, 1:, ::2], packed, [5, 5, 1, 1, 2, 2, 2, 2, 1, 1], "none"),
         lambda: OPS.squeeze_excite(x, fc1, None, fc2, b64, "relu", "hardsigmoid"),
         lambda: OPS.squeeze_excite(x_cl, fc1c, b24, fc2c, b96, "hardswish", "sigmoid"),
+        lambda: OPS.squeeze_excite_packed(x_cl, se_packed, 24, "hardswish", "sigmoid"),
     ]
 
 
@@ -168,13 +170,17 @@ def timed_to(call, target_seconds):
     return max(1, int(target_seconds / once))
 
 
-@pytest.mark.parametrize("op", ["dwconv2d", "dwconv2d_packed", "squeeze_excite"])
+@pytest.mark.parametrize("op", ["dwconv2d", "dwconv2d_packed", "squeeze_excite", "squeeze_excite_packed"])
 def test_gil_is_released_during_kernels(op):
     g = torch.Generator().manual_seed(2)
-    if op == "squeeze_excite":
+    if op.startswith("squeeze_excite"):
         x = torch.randn(4, 256, 112, 112, generator=g)
         fc1, fc2 = torch.randn(64, 256, generator=g), torch.randn(256, 64, generator=g)
-        call = lambda: OPS.squeeze_excite(x, fc1, None, fc2, None, "relu", "sigmoid")  # noqa: E731
+        if op == "squeeze_excite":
+            call = lambda: OPS.squeeze_excite(x, fc1, None, fc2, None, "relu", "sigmoid")  # noqa: E731
+        else:
+            se_packed = OPS.pack_se_weights(fc1, None, fc2, None)
+            call = lambda: OPS.squeeze_excite_packed(x, se_packed, 64, "relu", "sigmoid")  # noqa: E731
     else:
         x = torch.randn(1, 96, 112, 112, generator=g)
         w = torch.randn(96, 1, 7, 7, generator=g)
@@ -232,11 +238,14 @@ x_cl = x.contiguous(memory_format=torch.channels_last)
 w, b = torch.randn(24, 1, 3, 3, generator=g), torch.randn(24, generator=g)
 packed = ops.pack_dwconv_weight(w, b)
 fc1, fc2 = torch.randn(8, 24, generator=g), torch.randn(24, 8, 1, 1, generator=g)
+se_packed = ops.pack_se_weights(fc1, None, fc2, b)
 cases = {
     "pack_dwconv_weight": lambda: ops.pack_dwconv_weight(w, b),
     "dwconv2d": lambda: ops.dwconv2d(x, w, b, [2, 1], [1, 1, 1, 0], [1, 1], "hardswish"),
     "dwconv2d_packed": lambda: ops.dwconv2d_packed(x_cl, packed, [3, 3, 1, 1, 1, 1, 1, 1, 1, 1], "relu"),
     "squeeze_excite": lambda: ops.squeeze_excite(x_cl, fc1, None, fc2, b, "hardswish", "hardsigmoid"),
+    "pack_se_weights": lambda: ops.pack_se_weights(fc1, None, fc2, b),
+    "squeeze_excite_packed": lambda: ops.squeeze_excite_packed(x_cl, se_packed, 8, "relu", "sigmoid"),
 }
 result = {}
 calls = int(sys.argv[1])

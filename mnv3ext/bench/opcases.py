@@ -10,8 +10,9 @@ Shared by the op table (``python -m mnv3ext bench-ops``) and the pytest-benchmar
   by ``torch.ops.mnv3ext.pack_dwconv_weight``; via_ops: the same through
   ``torch.ops.mnv3ext.dwconv2d_packed`` (the dispatcher round trip the entry point skips).
 * SE, eager: ``adaptive_avg_pool2d`` -> 1x1 conv -> ReLU -> 1x1 conv -> hardsigmoid -> multiply
-  (torchvision's ``SqueezeExcitation``); ours: ``mnv3ext.ops.squeeze_excite``; via_ops:
-  ``torch.ops.mnv3ext.squeeze_excite``.
+  (torchvision's ``SqueezeExcitation``); ours: ``mnv3ext.ops.squeeze_excite_packed``, as
+  FusedSqueezeExcite calls it, with the weights packed once by
+  ``torch.ops.mnv3ext.pack_se_weights``; via_ops: ``torch.ops.mnv3ext.squeeze_excite_packed``.
 
 Bytes moved (the roofline numerator) are the minimum a kernel must touch once: input read,
 output written, weights and biases read, all float32. Depthwise: ``(N*C*H*W + N*C*Ho*Wo +
@@ -142,13 +143,14 @@ def se_case(layer: shapes.SeLayer, layout: str, batch: int = 1, seed: int = 0) -
         t = F.hardsigmoid(t, inplace=True)
         return t * x
 
-    entry, seop = ops.squeeze_excite, torch.ops.mnv3ext.squeeze_excite.default
+    packed = torch.ops.mnv3ext.pack_se_weights(w1, b1, w2, b2)
+    entry, seop = ops.squeeze_excite_packed, torch.ops.mnv3ext.squeeze_excite_packed.default
 
     def ours() -> torch.Tensor:  # as FusedSqueezeExcite calls it
-        return entry(x, w1, b1, w2, b2, "relu", "hardsigmoid")
+        return entry(x, packed, sq, "relu", "hardsigmoid")
 
     def via_ops() -> torch.Tensor:
-        return seop(x, w1, b1, w2, b2, "relu", "hardsigmoid")
+        return seop(x, packed, sq, "relu", "hardsigmoid")
 
     moved = (2 * batch * c * layer.size ** 2 + 2 * sq * c + sq + c) * FLOAT
     return OpCase("se", layer, layout, eager, ours, via_ops, moved, tuple(x.shape))

@@ -22,10 +22,9 @@ def _dwconv2d_packed(x: torch.Tensor, packed: torch.Tensor, params: List[int], a
 
 
 @torch.jit.unused
-def _squeeze_excite(x: torch.Tensor, fc1_weight: torch.Tensor, fc1_bias: Optional[torch.Tensor],
-                    fc2_weight: torch.Tensor, fc2_bias: Optional[torch.Tensor], activation: str,
-                    gate: str) -> torch.Tensor:
-    return ops.squeeze_excite(x, fc1_weight, fc1_bias, fc2_weight, fc2_bias, activation, gate)
+def _squeeze_excite_packed(x: torch.Tensor, packed: torch.Tensor, squeeze: int, activation: str,
+                           gate: str) -> torch.Tensor:
+    return ops.squeeze_excite_packed(x, packed, squeeze, activation, gate)
 
 
 def _as_list(value, count: int) -> List[int]:
@@ -96,17 +95,25 @@ class FusedSqueezeExcite(nn.Module):
         self.register_buffer("fc2_bias", (zeros(fc2.shape[0]) if fc2_bias is None else fc2_bias.detach().float().clone()))
         self.activation = activation
         self.gate = gate
+        self.squeeze = int(fc1.shape[0])
+        self.register_buffer("packed_weights", self._pack(), persistent=False)
+
+    def _pack(self) -> torch.Tensor:
+        with torch.no_grad():
+            return torch.ops.mnv3ext.pack_se_weights(self.fc1_weight, self.fc1_bias, self.fc2_weight,
+                                                     self.fc2_bias)
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        super()._load_from_state_dict(*args, **kwargs)
+        self.packed_weights = self._pack()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.training:
             raise RuntimeError("FusedSqueezeExcite is inference-only: call model.eval() first")
         if torch.jit.is_scripting():
-            return torch.ops.mnv3ext.squeeze_excite(
-                x, self.fc1_weight, self.fc1_bias, self.fc2_weight, self.fc2_bias, self.activation, self.gate
-            )
-        return _squeeze_excite(
-            x, self.fc1_weight, self.fc1_bias, self.fc2_weight, self.fc2_bias, self.activation, self.gate
-        )
+            return torch.ops.mnv3ext.squeeze_excite_packed(x, self.packed_weights, self.squeeze,
+                                                           self.activation, self.gate)
+        return _squeeze_excite_packed(x, self.packed_weights, self.squeeze, self.activation, self.gate)
 
     def extra_repr(self) -> str:
         return (f"channels={self.fc1_weight.shape[1]}, squeeze={self.fc1_weight.shape[0]}, "
