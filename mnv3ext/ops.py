@@ -208,6 +208,14 @@ def _se_weight_2d(name: str, w, rows_name: str):
     return w.shape[0], w.shape[1]
 
 
+def _check_se_biases(fc1_bias, fc2_bias, squeeze: int, channels: int, device) -> None:
+    for name, b, size in (("fc1_bias", fc1_bias, squeeze), ("fc2_bias", fc2_bias, channels)):
+        if b is not None:
+            _check_tensor(name, b, (1,), device)
+            if b.shape[0] != size:
+                raise ValueError(f"{name}: expected shape ({size},), got {tuple(b.shape)}")
+
+
 def _check_se(input, fc1_weight, fc1_bias, fc2_weight, fc2_bias, activation, gate):
     _check_input(input)
     channels = input.shape[1]
@@ -223,11 +231,7 @@ def _check_se(input, fc1_weight, fc1_bias, fc2_weight, fc2_bias, activation, gat
     for name, t in (("fc1_weight", fc1_weight), ("fc2_weight", fc2_weight)):
         if t.device != input.device:
             raise ValueError(f"{name}: expected device {input.device} (same as input), got {t.device}")
-    for name, b, size in (("fc1_bias", fc1_bias, s1), ("fc2_bias", fc2_bias, channels)):
-        if b is not None:
-            _check_tensor(name, b, (1,), input.device)
-            if b.shape[0] != size:
-                raise ValueError(f"{name}: expected shape ({size},), got {tuple(b.shape)}")
+    _check_se_biases(fc1_bias, fc2_bias, s1, channels, input.device)
     _check_activation("activation", activation, SE_ACTIVATIONS)
     _check_activation("gate", gate, SE_GATES)
     return s1
@@ -462,11 +466,7 @@ def _check_pack_se(fc1_weight, fc1_bias, fc2_weight, fc2_bias):
         raise ValueError(f"fc1_weight: expected S >= 1 and C >= 1, got {tuple(fc1_weight.shape)}")
     if (c2, s2) != (c1, s1):
         raise ValueError(f"fc2_weight: expected shape ({c1}, {s1}) to match fc1_weight, got {tuple(fc2_weight.shape)}")
-    for name, t, size in (("fc1_bias", fc1_bias, s1), ("fc2_bias", fc2_bias, c1)):
-        if t is not None:
-            _check_tensor(name, t, (1,), fc1_weight.device)
-            if t.shape[0] != size:
-                raise ValueError(f"{name}: expected shape ({size},), got {tuple(t.shape)}")
+    _check_se_biases(fc1_bias, fc2_bias, s1, c1, fc1_weight.device)
     if fc2_weight.device != fc1_weight.device:
         raise ValueError(f"fc2_weight: expected device {fc1_weight.device} (same as fc1_weight), got {fc2_weight.device}")
     return c1, s1
