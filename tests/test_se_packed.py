@@ -144,3 +144,34 @@ def test_fused_module_packs_once_and_repacks_on_load():
     torch.testing.assert_close(other(x), m(x), rtol=0, atol=0)
     torch.testing.assert_close(m(x), torch.ops.mnv3ext.squeeze_excite(x, w1, b1, w2, b2, "hardswish", "sigmoid"),
                                rtol=0, atol=0)
+
+
+def test_fused_module_export_saves_and_loads_in_a_fresh_process(tmp_path):
+    from test_ops_api import run_python
+
+    _, w1, b1, w2, b2 = se_args()
+    m = FusedSqueezeExcite(w1, b1, w2, b2, "relu", "hardsigmoid").eval()
+    x = torch.randn(2, 24, 9, 9)
+    program = torch.export.export(m, (x,))
+    assert "mnv3ext.squeeze_excite_packed" in str(program.graph)
+    torch.export.save(program, str(tmp_path / "se.pt2"))
+    torch.save({"x": x, "expected": m(x)}, tmp_path / "io.pt")
+    result = run_python(f"""
+        import torch, mnv3ext
+        program = torch.export.load({str(tmp_path / 'se.pt2')!r})
+        io = torch.load({str(tmp_path / 'io.pt')!r})
+        torch.testing.assert_close(program.module()(io["x"]), io["expected"], rtol=0, atol=0)
+        print("ok")
+    """)
+    assert result.returncode == 0 and "ok" in result.stdout, result.stderr
+
+
+def test_fused_module_torchscript_round_trip(tmp_path):
+    _, w1, b1, w2, b2 = se_args()
+    m = FusedSqueezeExcite(w1, b1, w2, b2, "hardswish", "sigmoid").eval()
+    path = tmp_path / "se.ts"
+    torch.jit.save(torch.jit.script(m), str(path))
+    x = torch.randn(1, 24, 5, 6).to(memory_format=torch.channels_last)
+    loaded = torch.jit.load(str(path))
+    assert "squeeze_excite_packed" in str(loaded.graph)
+    torch.testing.assert_close(loaded(x), m(x), rtol=0, atol=0)
