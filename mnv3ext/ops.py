@@ -353,13 +353,16 @@ def _squeeze_excite_packed_cpu(input, packed_weights, squeeze, activation, gate)
         n, c, h, w = input.shape
         plan = _C.SePlan(n, c, h * w, squeeze, _CODES[activation], _CODES[gate], channels_last)
         entry = (plan, (n, c, h, w), _output_strides(n, c, h, w, channels_last),
-                 not (channels_last or input.is_contiguous()), tuple(4 * o for o in offsets))
+                 not (channels_last or input.is_contiguous()), not packed_weights.is_contiguous(),
+                 tuple(4 * o for o in offsets))
         _remember(_SE_PLANS, key, entry)
     if torch.is_grad_enabled():
         _check_inference(input, packed_weights)
-    plan, size, strides, input_copy, (_, b1, w2, b2) = entry
+    plan, size, strides, input_copy, packed_copy, (_, b1, w2, b2) = entry
     if input_copy:
         input = input.contiguous()
+    if packed_copy:
+        packed_weights = packed_weights.contiguous()
     out = input.new_empty_strided(size, strides)
     if size[0]:
         base = packed_weights.data_ptr()

@@ -79,6 +79,18 @@ def test_non_contiguous_input_and_batch_zero():
     assert ops.squeeze_excite_packed(x[:0], packed, 8, "relu", "hardsigmoid").shape == (0, 16, 9, 9)
 
 
+def test_strided_packed_weights_are_read_as_their_values():
+    x, w1, b1, w2, b2 = se_args()
+    packed = pack(w1, b1, w2, b2)
+    spaced = torch.zeros(2 * packed.numel())
+    spaced[::2] = packed
+    view = spaced[::2]  # the right length and values, stride 2
+    expected = torch.ops.mnv3ext.squeeze_excite(x, w1, b1, w2, b2, "relu", "sigmoid")
+    for fn in (se_packed, ops.squeeze_excite_packed):
+        torch.testing.assert_close(fn(x, view, 8, "relu", "sigmoid"), expected, rtol=0, atol=0)
+    assert torch.equal(spaced[1::2], torch.zeros(packed.numel()))  # the input is not modified
+
+
 def _bad_calls():
     x, w1, b1, w2, b2 = se_args()
     packed = pack(w1, b1, w2, b2)
