@@ -112,8 +112,13 @@ def _ptr(t: Optional[torch.Tensor]) -> int:
 # ---------------------------------------------------------------------------------------------
 # dwconv2d / pack_dwconv_weight / dwconv2d_packed
 
+def _round_up(n: int) -> int:
+    """n rounded up to whole 64-byte lines of floats (the packed layouts' alignment)."""
+    return -(-n // _ALIGN) * _ALIGN
+
+
 def _packed_shape(channels: int, kernel_h: int, kernel_w: int):
-    return (1 + kernel_h * kernel_w, -(-channels // _ALIGN) * _ALIGN)
+    return (1 + kernel_h * kernel_w, _round_up(channels))
 
 
 def _check_packed(input, packed, kernel_size):
@@ -239,16 +244,22 @@ def _dwconv2d_packed_fake(input, packed_weight, conv_params, activation):
 # ---------------------------------------------------------------------------------------------
 # squeeze_excite
 
-def _se_plan(input, fc1_weight, fc1_bias, fc2_weight, fc2_bias, activation, gate):
-    squeeze = _check_se(input, fc1_weight, fc1_bias, fc2_weight, fc2_bias, activation, gate)
+def _se_input_plan(input, squeeze, activation, gate):
+    """(plan, output size, output strides, input needs .contiguous()) for a validated SE call."""
     channels_last = _is_channels_last(input)
     n, c, h, w = input.shape
     plan = _C.SePlan(n, c, h * w, squeeze, _CODES[activation], _CODES[gate], channels_last)
-    dense = channels_last or input.is_contiguous()
+    return (plan, (n, c, h, w), _output_strides(n, c, h, w, channels_last),
+            not (channels_last or input.is_contiguous()))
+
+
+def _se_plan(input, fc1_weight, fc1_bias, fc2_weight, fc2_bias, activation, gate):
+    squeeze = _check_se(input, fc1_weight, fc1_bias, fc2_weight, fc2_bias, activation, gate)
+    plan, size, strides, input_copy = _se_input_plan(input, squeeze, activation, gate)
     # Which of input, fc1_weight, fc1_bias, fc2_weight, fc2_bias need .contiguous() first.
-    copies = (not dense,) + tuple(t is not None and not t.is_contiguous()
-                                  for t in (fc1_weight, fc1_bias, fc2_weight, fc2_bias))
-    return plan, (n, c, h, w), _output_strides(n, c, h, w, channels_last), any(copies), copies
+    copies = (input_copy,) + tuple(t is not None and not t.is_contiguous()
+                                   for t in (fc1_weight, fc1_bias, fc2_weight, fc2_bias))
+    return plan, size, strides, any(copies), copies
 
 
 def _squeeze_excite_cpu(input, fc1_weight, fc1_bias, fc2_weight, fc2_bias, activation, gate):
@@ -287,12 +298,10 @@ def _squeeze_excite_fake(input, fc1_weight, fc1_bias, fc2_weight, fc2_bias, acti
 
 def _se_sections(channels: int, squeeze: int):
     """Float offsets of [fc1 weight | fc1 bias | fc2 weight | fc2 bias] and the total length."""
-    def up(n):
-        return -(-n // _ALIGN) * _ALIGN
-    b1 = up(squeeze * channels)
-    w2 = b1 + up(squeeze)
-    b2 = w2 + up(channels * squeeze)
-    return (0, b1, w2, b2), b2 + up(channels)
+    b1 = _round_up(squeeze * channels)
+    w2 = b1 + _round_up(squeeze)
+    b2 = w2 + _round_up(channels * squeeze)
+    return (0, b1, w2, b2), b2 + _round_up(channels)
 
 
 def _check_pack_se(fc1_weight, fc1_bias, fc2_weight, fc2_bias):
@@ -349,12 +358,8 @@ def _squeeze_excite_packed_cpu(input, packed_weights, squeeze, activation, gate)
         key, entry = None, None
     if entry is None:
         offsets = _check_se_packed(input, packed_weights, squeeze, activation, gate)
-        channels_last = _is_channels_last(input)
-        n, c, h, w = input.shape
-        plan = _C.SePlan(n, c, h * w, squeeze, _CODES[activation], _CODES[gate], channels_last)
-        entry = (plan, (n, c, h, w), _output_strides(n, c, h, w, channels_last),
-                 not (channels_last or input.is_contiguous()), not packed_weights.is_contiguous(),
-                 tuple(4 * o for o in offsets))
+        entry = _se_input_plan(input, squeeze, activation, gate) + (
+            not packed_weights.is_contiguous(), tuple(4 * o for o in offsets))
         _remember(_SE_PLANS, key, entry)
     if torch.is_grad_enabled():
         _check_inference(input, packed_weights)

@@ -18,7 +18,7 @@ import numpy as np
 
 from .timing import calibrate_number, percentile
 
-__all__ = ["copier", "copy_bandwidth", "copy_call_overhead", "copy_time"]
+__all__ = ["copier", "copy_bandwidth", "copy_call_overhead", "copy_time", "without_call_time"]
 
 _MIN_SAMPLE_SECONDS = 2e-4
 
@@ -63,6 +63,12 @@ def copy_call_overhead(impl: str = "numpy") -> float:
     return copy_time(64, repeats=25, impl=impl)
 
 
+def without_call_time(seconds: float, impl: str = "numpy") -> float:
+    """A copy's time minus the fixed cost of one copy call; never less than half of it, so that
+    noise cannot make the copy look free."""
+    return max(seconds - copy_call_overhead(impl), seconds * 0.5)
+
+
 _cache: Dict[Tuple[int, str, bool], float] = {}
 
 
@@ -76,9 +82,7 @@ def copy_bandwidth(nbytes: int, impl: str = "numpy", subtract_overhead: bool = T
     t = copy_time(nbytes, repeats=repeats, impl=impl)
     moved = (max(1, nbytes // 8)) * 8  # what was really copied (two float32 buffers)
     if subtract_overhead:
-        overhead = copy_call_overhead(impl)
-        # Never let noise make the copy look free: keep at least half of the measured time.
-        t = max(t - overhead, t * 0.5)
+        t = without_call_time(t, impl)
     bw = moved / t
     _cache[key] = bw
     return bw

@@ -2,9 +2,9 @@
 
 Run it with ``python -m mnv3ext bench-ops`` (see ``--help``). Per shape and layout it reports the
 eager time, ours (the entry point the fused modules call), the same through torch.ops (with the
-dispatcher round trip), the speedup, our effective bandwidth (bytes moved / our time), the roofline, our ratio to it, and
-whether the issue's target is met; then the
-sums over MobileNetV3-Large's 15 depthwise and 8 SE layers. All three are timed interleaved
+dispatcher round trip), the speedup, our effective bandwidth (bytes moved / our time), the
+roofline, our ratio to it, and whether the issue's target is met; then the sums over
+MobileNetV3-Large's 15 depthwise and 8 SE layers. All candidates are timed interleaved
 (round-robin, shuffled each round) in one process, warm-up excluded; all times are medians.
 
 The roofline is the time of a copy moving the same bytes (working set = bytes moved, numpy
@@ -25,7 +25,7 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence
 
 import torch
 
-from .bandwidth import copier, copy_bandwidth, copy_call_overhead
+from .bandwidth import copier, copy_bandwidth, copy_call_overhead, without_call_time
 from .opcases import LAYOUTS, OpCase, all_cases
 from .timing import interleaved
 
@@ -63,8 +63,7 @@ def measure_cases(cases: Sequence[OpCase], *, warmup: int = 5, runs: Optional[in
                                  "copy": copier(case.bytes_moved)}, warmup=warmup, runs=runs,
                                 seconds=seconds, min_sample_seconds=min_sample_seconds, seed=i)
             eager, ours, copy = stats["eager"].median, stats["ours"].median, stats["copy"].median
-            # As bandwidth.copy_bandwidth: the call time off, but never more than half the copy.
-            roof = max(copy - copy_call_overhead(), copy * 0.5)
+            roof = without_call_time(copy)
             hot_copy = case.bytes_moved / copy_bandwidth(case.bytes_moved)
             row = {
                 "id": case.id, "kind": case.kind, "model": case.layer.model, "layer": case.name,

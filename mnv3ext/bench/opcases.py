@@ -26,10 +26,8 @@ from typing import Callable, List, Optional, Sequence, Union
 import torch
 import torch.nn.functional as F
 
-from .. import shapes
+from .. import ops, shapes
 from ..nn.fold import fold_batchnorm
-from .. import ops
-from ..ops import dwconv_params
 
 __all__ = ["OpCase", "LAYOUTS", "dw_case", "se_case", "all_cases", "case_id"]
 
@@ -110,7 +108,7 @@ def dw_case(layer: shapes.DwLayer, layout: str, batch: int = 1, seed: int = 0) -
     fw, fb = fold_batchnorm(weight.contiguous(), None, bn)
     packed = torch.ops.mnv3ext.pack_dwconv_weight(fw.contiguous(), fb.contiguous())
     entry, dwop = ops.dwconv2d_packed, torch.ops.mnv3ext.dwconv2d_packed.default
-    params, a = dwconv_params([k, k], [s, s], [p, p], [1, 1]), layer.activation
+    params, a = ops.dwconv_params([k, k], [s, s], [p, p], [1, 1]), layer.activation
 
     def ours() -> torch.Tensor:  # as FusedDepthwiseConv2d calls it
         return entry(x, packed, params, a)
