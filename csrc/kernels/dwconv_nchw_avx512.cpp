@@ -185,7 +185,8 @@ void strip_k(const StripArgs& a) {
 struct IlArgs {
   const float* tile;  // zero-bordered (rows, wp, 16)
   int64_t wp;
-  const float* wts;  // bias vector, then tap t at wts + (1 + t) * 16
+  const float* wts;  // bias vector, then tap t at wts + (1 + t) * wstride
+  int64_t wstride;
   float* obuf;       // output pixel j at obuf + j * 16
   int64_t oy0, count;  // blocks of NRW output rows from oy0
   Activation act;
@@ -209,7 +210,7 @@ void il_rows(const IlArgs& a) {
     for (int ky = 0; ky < K; ++ky) {
       Vec wk[K];
 #pragma GCC unroll 8
-      for (int kx = 0; kx < K; ++kx) wk[kx] = vload(a.wts + (1 + ky * K + kx) * kLanes);
+      for (int kx = 0; kx < K; ++kx) wk[kx] = vload(a.wts + (1 + ky * K + kx) * a.wstride);
 #pragma GCC unroll 4
       for (int r = 0; r < NRW; ++r) {
         const float* base = a.tile + ((oy + r) * S + ky) * wp * kLanes;
@@ -281,52 +282,52 @@ void nchw_interleaved(const DwConvShape& s, const float* input, const float* pac
   // Scatter offsets l * out_plane must fit in int32.
   const bool scatter = out_plane < (int64_t(1) << 26);
   const int64_t pt = s.pad_top, pl = s.pad_left;
+  // Input pixels (flattened) up to the last row the tile holds.
+  const int64_t used = (H < hp - pt ? H : (hp - pt > 0 ? hp - pt : 0)) * W;
   for (int64_t g = plane_begin; g < plane_end; g += kLanes) {
     const int64_t nl = plane_end - g < kLanes ? plane_end - g : kLanes;
     const int64_t c = g % C;
-    if (c + nl <= C) {
-      const Mask ml = lanes_mask(nl);
-      for (int64_t t = 0; t <= T; ++t) vstore(wts + t * kLanes, vloadm(packed + t * padded + c, ml));
-    } else {
+    // The packed rows serve in place (lanes past nl are never stored) unless the group wraps
+    // into the next image or would read past a row's padding; then its lanes are gathered.
+    const float* w = packed + c;
+    int64_t wstride = padded;
+    if (c + nl > C || c + kLanes > padded) {
+      w = wts;
+      wstride = kLanes;
       for (int64_t l = 0; l < nl; ++l) {
         const int64_t cl = (g + l) % C;
         for (int64_t t = 0; t <= T; ++t) wts[t * kLanes + l] = packed[t * padded + cl];
       }
     }
-    // Input: 16 planes x 16 consecutive pixels (whole rows when W <= 16, else 16-column
-    // segments of a row) -> 16 pixel vectors, copied to their padded spots (clipped to the tile).
+    // Input: 16 planes x 16 consecutive pixels of the flattened plane -> 16 pixel vectors,
+    // each stored at its padded spot (pixels outside the tile are dropped). The rows the
+    // output needs are all that is read.
     const float* in = input + g * in_plane;
-    const int64_t seg = W <= kLanes ? W : kLanes, rpc = W <= kLanes ? kLanes / W : 1;
-    const int64_t ncopy_max = wp - pl;  // columns of the tile right of the left padding
-    alignas(64) float tmp[kLanes * kLanes];
-    for (int64_t y0 = 0; y0 < H && y0 + pt < hp; y0 += rpc) {
-      const int64_t nrows = H - y0 < rpc ? H - y0 : rpc;
-      for (int64_t x0 = 0; x0 < W; x0 += seg) {
-        const int64_t cols = W - x0 < seg ? W - x0 : seg;
-        const Mask mq = lanes_mask(nrows * cols);
-        const float* src = in + y0 * W + x0;
-        Vec r[kLanes];
+#pragma GCC unroll 1
+    for (int64_t j0 = 0, y = 0, x = 0; j0 < used; j0 += kLanes) {
+      const Mask mq = lanes_mask(used - j0);
+      Vec r[kLanes];
 #pragma GCC unroll 16
-        for (int l = 0; l < kLanes; ++l) r[l] = vloadm(src + l * in_plane, l < nl ? mq : no_mask());
-        transpose16(r);
+      for (int l = 0; l < kLanes; ++l) r[l] = vloadm(in + l * in_plane + j0, l < nl ? mq : no_mask());
+      transpose16(r);
+      const int64_t n = used - j0 < kLanes ? used - j0 : kLanes;
 #pragma GCC unroll 16
-        for (int l = 0; l < kLanes; ++l) vstore(tmp + l * kLanes, r[l]);
-        int64_t ncopy = ncopy_max - x0 < cols ? ncopy_max - x0 : cols;
-        for (int64_t rr = 0; rr < nrows && y0 + rr + pt < hp; ++rr) {
-          float* dst = scr + ((y0 + rr + pt) * wp + pl + x0) * kLanes;
-          for (int64_t j = 0; j < ncopy; ++j)
-            vstore(dst + j * kLanes, vload(tmp + (rr * cols + j) * kLanes));
+      for (int i = 0; i < kLanes; ++i) {
+        if (i < n && x + pl < wp) vstore(scr + ((y + pt) * wp + x + pl) * kLanes, r[i]);
+        if (++x == W) {
+          x = 0;
+          ++y;
         }
       }
     }
     if (il_small) {
-      IlArgs args{scr, wp, wts, obuf, 0, big, s.activation};
+      IlArgs args{scr, wp, w, wstride, obuf, 0, big, s.activation};
       if (big > 0) il_big(args);
       args.oy0 = big * (q + 1);
       args.count = blocks - big;
       il_small(args);
     } else {
-      const PadArgs args{&s, scr, wp, wts, kLanes, OH, OW, obuf, kLanes, full_mask()};
+      const PadArgs args{&s, scr, wp, w, wstride, OH, OW, obuf, kLanes, full_mask()};
       fn(args);
     }
     float* out = output + g * out_plane;
