@@ -303,12 +303,14 @@ void nchw_interleaved(const DwConvShape& s, const float* input, const float* pac
     // each stored at its padded spot (pixels outside the tile are dropped). The rows the
     // output needs are all that is read.
     const float* in = input + g * in_plane;
+    Mask lane_mask[kLanes];  // all lanes of planes < nl, none of the others
+    for (int l = 0; l < kLanes; ++l) lane_mask[l] = l < nl ? full_mask() : no_mask();
 #pragma GCC unroll 1
     for (int64_t j0 = 0, y = 0, x = 0; j0 < used; j0 += kLanes) {
       const Mask mq = lanes_mask(used - j0);
       Vec r[kLanes];
 #pragma GCC unroll 16
-      for (int l = 0; l < kLanes; ++l) r[l] = vloadm(in + l * in_plane + j0, l < nl ? mq : no_mask());
+      for (int l = 0; l < kLanes; ++l) r[l] = vloadm(in + l * in_plane + j0, lane_mask[l] & mq);
       transpose16(r);
       const int64_t n = used - j0 < kLanes ? used - j0 : kLanes;
 #pragma GCC unroll 16
