@@ -6,7 +6,7 @@ The packed layout is ISA-independent, so a saved module loads on any CPU.
 """
 from __future__ import annotations
 
-from typing import List, Optional, Sequence
+from typing import List, Optional
 
 import torch
 from torch import nn

@@ -27,7 +27,7 @@ import torch
 from torch import fx, nn
 
 from .modules import PointwiseConv2d, SameFusedDepthwiseConv2d
-from .passes import count_ops, run_passes
+from .passes import run_passes
 from .summary import OptimizeSummary
 from .tracing import trace
 from .validate import check_optimizable

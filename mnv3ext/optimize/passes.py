@@ -18,7 +18,6 @@ from ..nn.fused import FusedDepthwiseConv2d, FusedSqueezeExcite
 from .modules import POINTWISE_ACTIVATIONS, PointwiseConv2d, SameFusedDepthwiseConv2d
 from .patterns import (
     _MUL,
-    ConvSpec,
     arg,
     bn_spec,
     classify_activation,

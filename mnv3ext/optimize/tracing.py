@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from typing import Dict, Optional, Set
 
-import torch
 from torch import fx, nn
 
 from ..nn.fused import FusedDepthwiseConv2d, FusedSqueezeExcite
