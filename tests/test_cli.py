@@ -1,5 +1,6 @@
-"""The benchmark CLI (``python -m mnv3ext bench|info|report|bench-ops``) end to end, on tiny
-configurations, plus the measurement helpers it is built on. No torch.compile here (slow)."""
+"""The benchmark CLI (``python -m mnv3ext bench|info|report|bench-ops|bench-neighbours``) end to
+end, on tiny configurations, plus the measurement helpers it is built on. No torch.compile here
+(slow)."""
 from __future__ import annotations
 
 import copy
@@ -8,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import jsonschema
 import pytest
@@ -173,6 +175,9 @@ def test_bench_module_entry_point(tmp_path):
     ["bench", "--isa", "sse9"],
     ["report"],
     ["bench-ops", "--layouts", "nhcw"],
+    ["bench-neighbours", "--rounds", "0"],
+    ["bench-neighbours", "--kinds", "pw"],
+    ["bench-neighbours", "--match", "no.such.layer"],
     ["frobnicate"],
 ])
 def test_bad_arguments_are_usage_errors(argv, capsys):
@@ -343,6 +348,47 @@ def test_bench_ops_two_passes(capsys):
     rc, out, _ = _run(capsys, ["bench-ops", "--match", "small.se9", "--layouts", "cl", "--runs", "3",
                                "--warmup", "1", "--passes", "2", "--quiet"])
     assert rc == 0 and "median over 2 passes" in out and "| small.se9 |" in out
+
+
+# ---------------------------------------------------------------------------------------------
+# bench-neighbours
+
+def test_bench_neighbours_table(capsys):
+    rc, out, _ = _run(capsys, ["bench-neighbours", "--match", "small.se9", "--layouts", "cl", "--rounds", "3"])
+    assert rc == 0
+    row = next(l for l in out.splitlines() if l.startswith("| small.se9_c288_s7_sq72-cl |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    ours, eager, sweep = (float(c) for c in cells[1:4])
+    assert ours > 0 and eager > 0 and sweep > 0
+    assert cells[4].endswith("×")  # from unrounded times: the shown ones are rounded to 0.1 µs
+    assert float(cells[4][:-1]) == pytest.approx(eager / ours, rel=0.02, abs=0.01)
+
+
+def test_neighbours_time_only_ours_after_each_neighbour():
+    from types import SimpleNamespace
+
+    from mnv3ext.bench.neighbours import measure_neighbours
+
+    state = {"after_eager": False, "eager_calls": 0, "ours_calls": 0}
+
+    def eager():
+        state["eager_calls"] += 1
+        state["after_eager"] = True
+
+    def ours():  # slow only right after eager: its time must land in the eager column alone
+        state["ours_calls"] += 1
+        if state["after_eager"]:
+            time.sleep(0.003)
+        state["after_eager"] = False
+
+    rows = measure_neighbours([SimpleNamespace(id="stub", ours=ours, eager=eager)], rounds=4, warmup=1)
+    r = rows[0]
+    assert r["id"] == "stub"
+    assert r["after_eager_us"] > 2500 and r["after_ours_us"] < 1000 and r["after_sweep_us"] < 1000
+    assert state["eager_calls"] == 5  # one per round, warm-up included
+    assert state["ours_calls"] == 5 * 3 + 5  # timed once per neighbour per round, plus as a neighbour
+    with pytest.raises(ValueError, match="rounds"):
+        measure_neighbours([], rounds=0)
 
 
 # ---------------------------------------------------------------------------------------------

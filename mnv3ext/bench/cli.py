@@ -134,7 +134,20 @@ def build_parser() -> argparse.ArgumentParser:
                         "over passes (a shared machine drifts over minutes; default 1)")
     o.add_argument("--json", metavar="FILE", help="also write the rows as JSON")
     o.add_argument("--quiet", action="store_true")
-    for sp in (b, i, r, o):
+
+    n = sub.add_parser("bench-neighbours", help="our op's time right after ours / eager / a cache sweep",
+                       description="Times our op (as the fused modules call it) right after one call of "
+                                   "another call of ours, of the eager sequence (as in bench-ops' rounds) "
+                                   "or of a 16 MiB sweep: how much of an op's time in the per-op table "
+                                   "comes from the caches its neighbour leaves. Markdown output.")
+    n.add_argument("--models", type=_csv(("large", "small")), default=["large", "small"])
+    n.add_argument("--kinds", type=_csv(("dw", "se")), default=["dw", "se"])
+    n.add_argument("--layouts", type=_csv(("nchw", "channels_last"), {"cl": "channels_last", "nhwc": "channels_last"}),
+                   default=["nchw", "channels_last"], help="nchw, cl (default both)")
+    n.add_argument("--match", help="only cases whose id contains this text, e.g. large.dw5")
+    n.add_argument("--threads", type=_int_at_least(1), default=1, help="default 1")
+    n.add_argument("--rounds", type=_int_at_least(1), default=150, help="timed rounds per case (default 150)")
+    for sp in (b, i, r, o, n):
         sp.set_defaults(_parser=sp)
     return parser
 
@@ -345,7 +358,22 @@ def _cmd_bench_ops(args, parser) -> int:
     return 0
 
 
-_COMMANDS = {"bench": _cmd_bench, "info": _cmd_info, "report": _cmd_report, "bench-ops": _cmd_bench_ops}
+def _cmd_bench_neighbours(args, parser) -> int:
+    from .neighbours import format_neighbours, measure_neighbours
+    from .op_table import num_threads
+    from .opcases import all_cases
+
+    cases = all_cases(models=args.models, kinds=args.kinds, layouts=args.layouts, match=args.match)
+    if not cases:
+        parser.error("no case matches the selection")
+    with num_threads(args.threads):
+        rows = measure_neighbours(cases, rounds=args.rounds)
+    print(format_neighbours(rows))
+    return 0
+
+
+_COMMANDS = {"bench": _cmd_bench, "info": _cmd_info, "report": _cmd_report, "bench-ops": _cmd_bench_ops,
+             "bench-neighbours": _cmd_bench_neighbours}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
