@@ -71,6 +71,16 @@ def _add_timing(p: argparse.ArgumentParser, default_seconds: float, per: str = "
     p.add_argument("--warmup", type=_int_at_least(0), default=5, help="warm-up rounds, not timed (default 5)")
 
 
+def _add_case_selection(p: argparse.ArgumentParser) -> None:
+    """The per-op cases to run (mnv3ext.bench.opcases.all_cases) and the thread count."""
+    p.add_argument("--models", type=_csv(("large", "small")), default=["large", "small"])
+    p.add_argument("--kinds", type=_csv(("dw", "se")), default=["dw", "se"])
+    p.add_argument("--layouts", type=_csv(("nchw", "channels_last"), {"cl": "channels_last", "nhwc": "channels_last"}),
+                   default=["nchw", "channels_last"], help="nchw, cl (default both)")
+    p.add_argument("--match", help="only cases whose id contains this text, e.g. large.dw13")
+    p.add_argument("--threads", type=_int_at_least(1), default=1, help="default 1")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .backends import BACKENDS, DEFAULT_BACKENDS
     from .models import MODELS
@@ -122,12 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Every depthwise and SE layer of MobileNetV3-Large/-Small at 224x224 "
                                    "(mnv3ext.shapes), NCHW and channels_last: the eager sequence vs our op, "
                                    "interleaved, medians, against a copy-bandwidth roofline; markdown output.")
-    o.add_argument("--models", type=_csv(("large", "small")), default=["large", "small"])
-    o.add_argument("--kinds", type=_csv(("dw", "se")), default=["dw", "se"])
-    o.add_argument("--layouts", type=_csv(("nchw", "channels_last"), {"cl": "channels_last", "nhwc": "channels_last"}),
-                   default=["nchw", "channels_last"], help="nchw, cl (default both)")
-    o.add_argument("--match", help="only cases whose id contains this text, e.g. large.dw13")
-    o.add_argument("--threads", type=_int_at_least(1), default=1, help="default 1")
+    _add_case_selection(o)
     _add_timing(o, DEFAULT_OPS_SECONDS, per=" per case")
     o.add_argument("--passes", type=_int_at_least(1), default=1,
                    help="measure the whole table this many times and report per case the median "
@@ -140,12 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "another call of ours, of the eager sequence (as in bench-ops' rounds) "
                                    "or of a 16 MiB sweep: how much of an op's time in the per-op table "
                                    "comes from the caches its neighbour leaves. Markdown output.")
-    n.add_argument("--models", type=_csv(("large", "small")), default=["large", "small"])
-    n.add_argument("--kinds", type=_csv(("dw", "se")), default=["dw", "se"])
-    n.add_argument("--layouts", type=_csv(("nchw", "channels_last"), {"cl": "channels_last", "nhwc": "channels_last"}),
-                   default=["nchw", "channels_last"], help="nchw, cl (default both)")
-    n.add_argument("--match", help="only cases whose id contains this text, e.g. large.dw5")
-    n.add_argument("--threads", type=_int_at_least(1), default=1, help="default 1")
+    _add_case_selection(n)
     n.add_argument("--rounds", type=_int_at_least(1), default=150, help="timed rounds per case (default 150)")
     for sp in (b, i, r, o, n):
         sp.set_defaults(_parser=sp)
