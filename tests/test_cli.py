@@ -356,6 +356,7 @@ def test_bench_ops_two_passes(capsys):
 def test_bench_neighbours_table(capsys):
     rc, out, _ = _run(capsys, ["bench-neighbours", "--match", "small.se9", "--layouts", "cl", "--rounds", "3"])
     assert rc == 0
+    assert f"ISA:      {mnv3ext.current_isa()} in use" in out and "Threads:  1" in out
     row = next(l for l in out.splitlines() if l.startswith("| small.se9_c288_s7_sq72-cl |"))
     cells = [c.strip() for c in row.strip("|").split("|")]
     ours, eager, sweep = (float(c) for c in cells[1:4])

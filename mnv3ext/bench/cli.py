@@ -359,6 +359,7 @@ def _cmd_bench_ops(args, parser) -> int:
 
 
 def _cmd_bench_neighbours(args, parser) -> int:
+    from .machine import format_header, machine_info
     from .neighbours import format_neighbours, measure_neighbours
     from .op_table import num_threads
     from .opcases import all_cases
@@ -368,6 +369,8 @@ def _cmd_bench_neighbours(args, parser) -> int:
         parser.error("no case matches the selection")
     with num_threads(args.threads):
         rows = measure_neighbours(cases, rounds=args.rounds)
+    # Numbers sent back from another machine mean little without its CPU, ISA and versions.
+    print(format_header(machine_info(args.threads)) + "\n")
     print(format_neighbours(rows))
     return 0
 
