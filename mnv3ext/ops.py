@@ -70,11 +70,28 @@ _lib.define(
 )
 
 
+def _strides_like_channels_last(t: torch.Tensor) -> bool:
+    """PyTorch's reading of a 4-d tensor's strides (c10's is_channels_last_strides_2d), which
+    decides e.g. F.conv2d's output format when the input is dense in both formats."""
+    sizes, strides = t.shape, t.stride()
+    if strides[1] == 0:
+        return False
+    smallest = 0
+    for d in (1, 3, 2, 0):
+        if sizes[d] == 0 or strides[d] < smallest:
+            return False
+        if d == 0 and smallest == strides[1]:  # N111 and sliced N11W tensors: NCHW
+            return False
+        smallest = strides[d] * (sizes[d] if sizes[d] > 1 else 1)
+    return True
+
+
 def _is_channels_last(t: torch.Tensor) -> bool:
-    # A tensor contiguous in both formats (C == 1 or H == W == 1) keeps whichever its strides say.
-    return t.is_contiguous(memory_format=torch.channels_last) and (
-        not t.is_contiguous() or t.stride(1) == 1
-    )
+    # A tensor dense in both formats (C == 1 or H == W == 1) is read as PyTorch reads it, so the
+    # output's format is the one F.conv2d would give.
+    if not t.is_contiguous(memory_format=torch.channels_last):
+        return False
+    return not t.is_contiguous() or _strides_like_channels_last(t)
 
 
 def _empty_like_format(input: torch.Tensor, shape, channels_last: bool) -> torch.Tensor:

@@ -112,6 +112,32 @@ def test_torchscript_of_ops_and_fused_modules(tmp_path):
     torch.testing.assert_close(torch.jit.load(str(path))(x), seq(x))
 
 
+# Inputs dense in both memory formats (C == 1 or H == W == 1), with the strides each format gives:
+# the output's format must be the one F.conv2d picks from those strides.
+AMBIGUOUS_INPUTS = [
+    ((2, 8, 1, 1), (8, 1, 1, 1)), ((2, 8, 1, 1), (8, 1, 8, 8)), ((1, 8, 1, 1), (8, 1, 8, 8)),
+    ((2, 1, 5, 6), (30, 30, 6, 1)), ((2, 1, 5, 6), (30, 1, 6, 1)), ((2, 1, 1, 1), (1, 1, 1, 1)),
+    ((2, 8, 1, 4), (32, 1, 32, 8)), ((2, 8, 4, 1), (32, 4, 1, 1)),
+]
+
+
+@pytest.mark.parametrize("shape, strides", AMBIGUOUS_INPUTS, ids=str)
+def test_output_format_of_inputs_dense_in_both_formats_follows_pytorch(shape, strides):
+    g = torch.Generator().manual_seed(7)
+    x = torch.empty_strided(shape, strides).normal_(generator=g)
+    channels = shape[1]
+    w, b = torch.randn(channels, 1, 3, 3, generator=g), torch.randn(channels, generator=g)
+    expected = torch.nn.functional.conv2d(x, w, b, padding=2, groups=channels)
+    for out in (torch.ops.mnv3ext.dwconv2d(x, w, b, [1, 1], [2, 2], [1, 1], "none"),
+                mnv3ext.ops.dwconv2d(x, w, b, [1, 1], [2, 2], [1, 1], "none")):
+        assert out.stride() == expected.stride()
+        torch.testing.assert_close(out, reference.dwconv2d(x, w, b, [1, 1], [2, 2], [1, 1], "none"))
+    with torch._subclasses.fake_tensor.FakeTensorMode() as mode:
+        fake = torch.ops.mnv3ext.dwconv2d(mode.from_tensor(x), mode.from_tensor(w), mode.from_tensor(b),
+                                          [1, 1], [2, 2], [1, 1], "none")
+    assert fake.stride() == expected.stride()
+
+
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_one_and_two_threads_bit_identical(isa, channels_last):
     g = torch.Generator().manual_seed(5)
