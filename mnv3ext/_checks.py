@@ -2,6 +2,7 @@
 the argument it is about."""
 from __future__ import annotations
 
+import operator
 from typing import List, Optional, Sequence
 
 import torch
@@ -10,6 +11,7 @@ DW_ACTIVATIONS = ("none", "relu", "relu6", "hardswish")
 SE_ACTIVATIONS = ("relu", "hardswish")
 SE_GATES = ("hardsigmoid", "sigmoid")
 MAX_KERNEL = 7
+MAX_INT32 = 2**31 - 1  # stride, padding and dilation reach the kernels as 32-bit ints
 
 
 
@@ -35,14 +37,27 @@ def _check_input(t):
         raise ValueError(f"input: C, H and W must be >= 1, got shape {tuple(t.shape)}")
 
 
+def _check_int_values(name: str, values: List, minimum: int) -> List[int]:
+    """Each value an integer in [minimum, MAX_INT32]; errors name the argument."""
+    checked = []
+    for v in values:
+        try:  # ints and int-likes (numpy integers, bools), as the op schema's int[] takes them
+            v = operator.index(v)
+        except TypeError:
+            raise TypeError(f"{name}: expected integers, got {values!r}") from None
+        if v < minimum:
+            raise ValueError(f"{name}: values must be >= {minimum}, got {values}")
+        if v > MAX_INT32:
+            raise ValueError(f"{name}: values must be <= {MAX_INT32}, got {values}")
+        checked.append(v)
+    return checked
+
+
 def _check_ints(name: str, values, count: int, minimum: int) -> List[int]:
     values = list(values)
     if len(values) != count:
         raise ValueError(f"{name}: expected {count} values, got {len(values)}")
-    for v in values:
-        if v < minimum:
-            raise ValueError(f"{name}: values must be >= {minimum}, got {values}")
-    return values
+    return _check_int_values(name, values, minimum)
 
 
 def normalize_padding(padding) -> List[int]:
@@ -54,10 +69,7 @@ def normalize_padding(padding) -> List[int]:
         raise ValueError(
             f"padding: expected 2 (symmetric) or 4 (top, left, bottom, right) values, got {len(padding)}"
         )
-    for p in padding:
-        if p < 0:
-            raise ValueError(f"padding: values must be >= 0, got {padding}")
-    return padding
+    return _check_int_values("padding", padding, 0)
 
 
 def dwconv_params(kernel_size, stride, padding, dilation) -> List[int]:

@@ -410,6 +410,28 @@ for _name, _cpu, _fake in (
     torch.library.register_fake(f"mnv3ext::{_name}", _fake, lib=_lib)
 
 
+def _other_backend_kernel(op_name: str):
+    """For tensors of a backend without a kernel here (CUDA, sparse, MKL-DNN, ...): an error
+    naming the argument, instead of the dispatcher's 'Could not run ... backend'."""
+    names = [a.name for a in getattr(torch.ops.mnv3ext, op_name).default._schema.arguments]
+
+    def kernel(*args):
+        for name, value in zip(names, args):
+            if not isinstance(value, torch.Tensor):
+                continue
+            if value.is_nested or value.layout != torch.strided:  # as _check_tensor says it
+                raise ValueError(f"{name}: expected a dense (strided) tensor, got layout {value.layout}")
+            if value.device.type != "cpu":
+                raise ValueError(f"{name}: mnv3ext ops run on CPU tensors, got device {value.device}")
+        raise ValueError(f"mnv3ext::{op_name}: no kernel for these arguments")
+    return kernel
+
+
+for _name in ("dwconv2d", "pack_dwconv_weight", "dwconv2d_packed", "squeeze_excite", "pack_se_weights",
+              "squeeze_excite_packed"):
+    _lib.impl(_name, _other_backend_kernel(_name), "CompositeExplicitAutograd")
+
+
 # ---------------------------------------------------------------------------------------------
 # Eager entry points: the same ops, without the dispatcher round trip when nothing needs it.
 #

@@ -210,10 +210,19 @@ def test_bad_input_raises_as_the_op_does(case):
     assert not bad[0].requires_grad or bad[0].grad is None
 
 
-def test_sparse_input_is_refused_naming_the_argument():
+@pytest.mark.parametrize("entry", ["mnv3ext.ops", "torch.ops"])
+@pytest.mark.parametrize("layout", ["sparse", "mkldnn"])
+def test_non_dense_tensors_are_refused_naming_the_argument(entry, layout):
+    # Through torch.ops these reach no CPU kernel (another dispatch key): the op still names them.
+    convert = {"sparse": torch.Tensor.to_sparse, "mkldnn": torch.Tensor.to_mkldnn}[layout]
+    namespace = ops if entry == "mnv3ext.ops" else torch.ops.mnv3ext
     args, _ = dw_packed_args()
     with pytest.raises(ValueError, match="input: expected a dense"):
-        ops.dwconv2d_packed(args[0].to_sparse(), *args[1:])
+        namespace.dwconv2d_packed(convert(args[0]), *args[1:])
+    with pytest.raises(ValueError, match="packed_weight: expected a dense"):
+        namespace.dwconv2d_packed(args[0], convert(args[1]), *args[2:])
     se = se_args()
     with pytest.raises(ValueError, match="fc1_weight: expected a dense"):
-        ops.squeeze_excite(se[0], se[1].to_sparse(), *se[2:])
+        namespace.squeeze_excite(se[0], convert(se[1]), *se[2:])
+    with pytest.raises(ValueError, match="weight: expected a dense"):
+        torch.ops.mnv3ext.pack_dwconv_weight(convert(torch.randn(8, 1, 3, 3)), None)

@@ -83,6 +83,10 @@ def test_se_rejects_mixed_devices(arg):
     (dict(padding=[1, 1, 1]), "padding: expected 2"),
     (dict(padding=[0, 0], input=torch.randn(1, 8, 2, 6)), "padding: padded input"),
     (dict(padding=[0, 0], dilation=[3, 1]), "padding: padded input"),
+    (dict(stride=[2**31, 1]), "stride: values must be <= 2147483647"),
+    (dict(padding=[0, 2**31]), "padding: values must be <= 2147483647"),
+    (dict(dilation=[1, 2**31]), "dilation: values must be <= 2147483647"),
+    (dict(padding=[2**30, 2**30]), "padding: size overflows 64-bit indexing"),
     (dict(activation="gelu"), "activation: expected one of"),
     (dict(activation="Relu"), "activation: expected one of"),
     (dict(activation=""), "activation: expected one of"),
@@ -126,6 +130,7 @@ def test_packed_weight_shape_is_checked():
     ([3, 3, 1, 0, 1, 1, 1, 1, 1, 1], "conv_params: stride: values must be >= 1"),
     ([3, 3, 1, 1, 1, -1, 1, 1, 1, 1], "conv_params: padding: values must be >= 0"),
     ([3, 3, 1, 1, 1, 1, 1, 1, 1, 0], "conv_params: dilation: values must be >= 1"),
+    ([3, 3, 2**31, 1, 1, 1, 1, 1, 1, 1], "conv_params: stride: values must be <= 2147483647"),
     ([3, 3, 1, 1, 0, 0, 0, 0, 9, 9], "padding: padded input"),
 ])
 def test_packed_conv_params_are_checked(params, message):
@@ -135,6 +140,18 @@ def test_packed_conv_params_are_checked(params, message):
         torch.ops.mnv3ext.dwconv2d_packed(x, packed, params, "relu")
     with pytest.raises(ValueError, match=message):  # the fake kernel agrees
         torch.ops.mnv3ext.dwconv2d_packed(x.to("meta"), packed.to("meta"), params, "relu")
+
+
+@pytest.mark.parametrize("arg, value", [("stride", [1.5, 1]), ("stride", ["2", 1]), ("padding", [0.0, 1]),
+                                        ("dilation", [1, None])])
+def test_non_integer_conv_arguments_are_refused_naming_them(arg, value):
+    # torch.ops checks the types against the schema; the eager entry point checks them itself.
+    import mnv3ext.ops as ops
+    a = {**good_dw(), arg: value}
+    with pytest.raises(TypeError, match=f"{arg}: expected integers"):
+        ops.dwconv2d(a["input"], a["weight"], a["bias"], a["stride"], a["padding"], a["dilation"], a["activation"])
+    with pytest.raises((TypeError, RuntimeError), match=arg):
+        call_dw(**{arg: value})
 
 
 def test_sizes_overflowing_64bit_indexing_are_refused_before_any_access():

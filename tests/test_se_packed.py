@@ -107,8 +107,8 @@ def _bad_calls():
         "gate": ((x, packed, 8, "relu", "tanh"), ValueError, "gate: expected one of"),
         "meta packed": ((x, packed.to("meta"), 8, "relu", "sigmoid"), ValueError,
                         "packed_weights: expected device"),
-        "sparse input": ((x.to_sparse(), packed, 8, "relu", "sigmoid"), (ValueError, NotImplementedError),
-                         "input: expected a dense|SparseCPU"),
+        "sparse input": ((x.to_sparse(), packed, 8, "relu", "sigmoid"), ValueError, "input: expected a dense"),
+        "mkldnn input": ((x.to_mkldnn(), packed, 8, "relu", "sigmoid"), ValueError, "input: expected a dense"),
     }
 
 

@@ -73,8 +73,9 @@ DwConvShape make_dwconv_shape(int64_t batch, int64_t channels, int64_t in_h, int
   require(in_h + pad_top + pad_bottom >= int64_t(dilation_h) * (kernel_h - 1) + 1 &&
               in_w + pad_left + pad_right >= int64_t(dilation_w) * (kernel_w - 1) + 1,
           "input: padded input is smaller than the dilated kernel (output would be empty)");
+  checked_product({batch, channels, in_h, in_w}, "input");
   checked_product({batch, channels, in_h + pad_top + pad_bottom, in_w + pad_left + pad_right},
-                  "input");
+                  "padding");
   checked_product({batch, channels, out_h, out_w}, "output");
   return DwConvShape{batch,    channels, in_h,       in_w,       out_h,   out_w,
                      kernel_h, kernel_w, stride_h,   stride_w,   dilation_h, dilation_w,
