@@ -1,5 +1,6 @@
 """Every op against the float64 reference path, on every ISA this machine has."""
 import itertools
+import zlib
 
 import pytest
 import torch
@@ -90,7 +91,7 @@ DW_PARAMS = [pytest.param(case, layout, id=f"{case_id(case)}-{layout}")
 
 @pytest.mark.parametrize("case,layout", DW_PARAMS)
 def test_dwconv2d_matches_float64_reference(isa, case, layout):
-    g = torch.Generator().manual_seed(hash(case_id(case)) % 2**31)
+    g = torch.Generator().manual_seed(zlib.crc32(case_id(case).encode()))  # str hash() varies per run
     x = make_input(case["n"], case["c"], case["h"], case["w"], layout, g)
     kh, kw = case["k"]
     weight = torch.randn(case["c"], 1, kh, kw, generator=g) / (kh * kw) ** 0.5
@@ -132,7 +133,7 @@ SE_CASES = (
         (1, (1, 1), 1), (7, (2, 3), 2), (8, (7, 7), 8), (9, (7, 7), 3), (15, (14, 14), 4),
         (16, (14, 14), 8), (17, (5, 9), 5), (31, (28, 28), 8), (32, (7, 7), 8), (33, (3, 3), 9),
         (72, (28, 28), 24), (101, (13, 13), 13), (120, (28, 28), 32), (960, (7, 7), 240),
-        (200, (1, 1), 56), (16, (56, 56), 8),
+        (200, (1, 1), 56), (16, (56, 56), 8), (3, (112, 112), 2), (88, (2, 2), 22), (184, (14, 14), 46),
     ])]
     + [dict(n=1, c=l.channels, h=l.size, w=l.size, s=l.squeeze) for l in ALL_SE]
 )
