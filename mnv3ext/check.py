@@ -110,7 +110,7 @@ def _errors(got: torch.Tensor, ref: torch.Tensor):
 
 
 def _activation(x: torch.Tensor, name: str) -> torch.Tensor:
-    return reference.activation(name, x)
+    return reference.apply_activation(name, x)
 
 
 @torch.no_grad()

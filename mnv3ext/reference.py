@@ -20,7 +20,7 @@ _ACTIVATIONS = {
 }
 
 
-def activation(name: str, x: torch.Tensor) -> torch.Tensor:
+def apply_activation(name: str, x: torch.Tensor) -> torch.Tensor:
     try:
         return _ACTIVATIONS[name](x)
     except KeyError:
@@ -38,11 +38,11 @@ def _pads4(padding: Sequence[int]):
 
 def dwconv2d(input: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
              stride: Sequence[int], padding: Sequence[int], dilation: Sequence[int],
-             activation_name: str) -> torch.Tensor:
+             activation: str) -> torch.Tensor:
     top, left, bottom, right = _pads4(padding)
     x = F.pad(input, (left, right, top, bottom)) if (top, left, bottom, right) != (0, 0, 0, 0) else input
     y = F.conv2d(x, weight, bias, tuple(stride), 0, tuple(dilation), groups=input.shape[1])
-    return activation(activation_name, y)
+    return apply_activation(activation, y)
 
 
 def unpack_dwconv_weight(packed: torch.Tensor, channels: int, kernel_size: Sequence[int]):
@@ -53,19 +53,19 @@ def unpack_dwconv_weight(packed: torch.Tensor, channels: int, kernel_size: Seque
     return weight, bias
 
 
-def dwconv2d_packed(input, packed_weight, conv_params, activation_name):
+def dwconv2d_packed(input, packed_weight, conv_params, activation):
     """``conv_params`` = [kh, kw, stride_h, stride_w, pad_top, pad_left, pad_bottom, pad_right,
     dilation_h, dilation_w], as ``mnv3ext.ops.dwconv_params`` builds it."""
     kernel_size, stride, pads, dilation = conv_params[0:2], conv_params[2:4], conv_params[4:8], conv_params[8:10]
     weight, bias = unpack_dwconv_weight(packed_weight, input.shape[1], kernel_size)
     return dwconv2d(input, weight.to(input.dtype), bias.to(input.dtype), stride, pads, dilation,
-                    activation_name)
+                    activation)
 
 
 def squeeze_excite(input: torch.Tensor, fc1_weight: torch.Tensor, fc1_bias: Optional[torch.Tensor],
                    fc2_weight: torch.Tensor, fc2_bias: Optional[torch.Tensor],
-                   activation_name: str, gate: str) -> torch.Tensor:
+                   activation: str, gate: str) -> torch.Tensor:
     pooled = input.mean((2, 3))
-    hidden = activation(activation_name, F.linear(pooled, fc1_weight.flatten(1), fc1_bias))
-    scale = activation(gate, F.linear(hidden, fc2_weight.flatten(1), fc2_bias))
+    hidden = apply_activation(activation, F.linear(pooled, fc1_weight.flatten(1), fc1_bias))
+    scale = apply_activation(gate, F.linear(hidden, fc2_weight.flatten(1), fc2_bias))
     return input * scale[:, :, None, None]

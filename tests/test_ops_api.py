@@ -220,3 +220,11 @@ def test_fused_module_state_dict_repacks():
     assert not torch.equal(a(x), b(x))
     b.load_state_dict(a.state_dict())
     assert torch.equal(a(x), b(x))
+
+
+@pytest.mark.parametrize("name", ["dwconv2d", "dwconv2d_packed", "squeeze_excite"])
+def test_reference_has_the_op_signatures(name):
+    # Same argument names as the op schema, so keyword calls work on either path.
+    import inspect
+    schema_names = [a.name for a in getattr(torch.ops.mnv3ext, name).default._schema.arguments]
+    assert list(inspect.signature(getattr(reference, name)).parameters) == schema_names
