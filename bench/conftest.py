@@ -3,8 +3,9 @@
     python3 -m pytest bench/bench_ops.py       # every depthwise / SE layer, eager vs ours
     python3 -m pytest bench/bench_models.py    # whole models, every backend
 
-Options: --bench-threads N (default 1), --bench-compile (also the torch.compile backends: slow to
-prepare), plus pytest-benchmark's own (--benchmark-min-rounds, --benchmark-json FILE, ...).
+Options: --bench-threads N (default 1), --bench-seconds S (budget per interleaved op-table row,
+default 0.3), --bench-compile (also the torch.compile backends: slow to prepare), plus
+pytest-benchmark's own (--benchmark-min-rounds, --benchmark-json FILE, ...).
 """
 from __future__ import annotations
 
@@ -22,6 +23,8 @@ if ROOT not in sys.path:  # run from a source checkout without installing
 def pytest_addoption(parser):
     group = parser.getgroup("mnv3ext")
     group.addoption("--bench-threads", type=int, default=1, help="torch / runtime threads (default 1)")
+    group.addoption("--bench-seconds", type=float, default=0.3,
+                    help="time budget per case of bench_ops.py's interleaved rows (default 0.3)")
     group.addoption("--bench-compile", action="store_true",
                     help="also benchmark the torch.compile backends (minutes of compilation)")
 
@@ -38,6 +41,11 @@ def pytest_collect_file(parent, file_path):
 @pytest.fixture(scope="session")
 def bench_threads(request):
     return request.config.getoption("--bench-threads")
+
+
+@pytest.fixture(scope="session")
+def bench_seconds(request):
+    return request.config.getoption("--bench-seconds")
 
 
 @pytest.fixture(autouse=True)

@@ -1,0 +1,35 @@
+"""The pytest-benchmark suites in bench/ still run (they are not part of the test suite itself):
+one op-table row through bench/bench_ops.py, checked in its JSON."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import mnv3ext
+
+BENCH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench")
+
+
+def test_interleaved_row_lands_in_the_benchmark_json(tmp_path):
+    # A copy outside the checkout, run with PYTHONPATH at the mnv3ext this process imported (its
+    # conftest would otherwise put the source folder first, which has no _C unless built in place).
+    suite = tmp_path / "bench"
+    suite.mkdir()
+    for name in ("conftest.py", "bench_ops.py"):
+        shutil.copy(os.path.join(BENCH, name), suite / name)
+    out = tmp_path / "rows.json"
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "bench_ops.py",
+         "-k", "interleaved_row and small.se9_c288_s7_sq72-cl", "--bench-seconds", "0.05",
+         f"--benchmark-json={out}"],
+        cwd=suite, capture_output=True, text=True, timeout=600,
+        env={**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(os.path.abspath(mnv3ext.__file__)))})
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    benchmarks = json.loads(out.read_text())["benchmarks"]
+    assert [b["name"] for b in benchmarks] == ["test_interleaved_row[small.se9_c288_s7_sq72-cl]"]
+    row = benchmarks[0]["extra_info"]
+    assert row["id"] == "small.se9_c288_s7_sq72-cl" and row["samples"] > 0
+    assert row["speedup"] == row["eager_us"] / row["ours_us"]
+    assert row["x_roofline"] == row["ours_us"] / row["roofline_us"]
+    assert isinstance(row["target_met"], bool)
