@@ -90,8 +90,8 @@ def _split_params(conv_params):
     try:
         return (_check_ints("kernel_size", params[0:2], 2, 1), _check_ints("stride", params[2:4], 2, 1),
                 normalize_padding(params[4:8]), _check_ints("dilation", params[8:10], 2, 1))
-    except ValueError as e:
-        raise ValueError(f"conv_params: {e}") from None
+    except (ValueError, TypeError) as e:
+        raise type(e)(f"conv_params: {e}") from None
 
 
 def _check_activation(name: str, value, allowed) -> None:

@@ -72,13 +72,15 @@ _lib.define(
 
 def _strides_like_channels_last(t: torch.Tensor) -> bool:
     """PyTorch's reading of a 4-d tensor's strides (c10's is_channels_last_strides_2d), which
-    decides e.g. F.conv2d's output format when the input is dense in both formats."""
+    decides e.g. F.conv2d's output format when the input is dense in both formats; except that an
+    empty batch with channels_last strides stays channels_last (PyTorch reads any empty tensor
+    as NCHW, so channels_last in would give NCHW out)."""
     sizes, strides = t.shape, t.stride()
     if strides[1] == 0:
         return False
     smallest = 0
     for d in (1, 3, 2, 0):
-        if sizes[d] == 0 or strides[d] < smallest:
+        if (sizes[d] == 0 and d != 0) or strides[d] < smallest:  # an empty batch keeps its format
             return False
         if d == 0 and smallest == strides[1]:  # N111 and sliced N11W tensors: NCHW
             return False
@@ -224,6 +226,8 @@ def _dwconv2d_packed_cpu(input, packed_weight, conv_params, activation):
     # distinct signature, later calls check only what the key cannot (grad). Written out flat:
     # this is the per-layer hot path, every Python call in it costs ~0.1 us.
     try:
+        # An integral float (1.0) equal to a cached int hits that int's plan and gives its result;
+        # telling them apart here would cost ~0.4 us per call (torch.ops refuses floats).
         key = (input.shape, input.stride(), input.dtype, packed_weight.shape, packed_weight.stride(),
                packed_weight.dtype, tuple(conv_params), activation)
         entry = _DW_PLANS.get(key)
@@ -398,38 +402,41 @@ def _squeeze_excite_packed_fake(input, packed_weights, squeeze, activation, gate
     return _empty_like_format(input, tuple(input.shape), _is_channels_last(input))
 
 
-for _name, _cpu, _fake in (
+_KERNELS = (
     ("dwconv2d", _dwconv2d_cpu, _dwconv2d_fake),
     ("pack_dwconv_weight", _pack_cpu, _pack_fake),
     ("dwconv2d_packed", _dwconv2d_packed_cpu, _dwconv2d_packed_fake),
     ("squeeze_excite", _squeeze_excite_cpu, _squeeze_excite_fake),
     ("pack_se_weights", _pack_se_cpu, _pack_se_fake),
     ("squeeze_excite_packed", _squeeze_excite_packed_cpu, _squeeze_excite_packed_fake),
-):
+)
+for _name, _cpu, _fake in _KERNELS:
     _lib.impl(_name, _cpu, "CPU")
     torch.library.register_fake(f"mnv3ext::{_name}", _fake, lib=_lib)
 
 
-def _other_backend_kernel(op_name: str):
-    """For tensors of a backend without a kernel here (CUDA, sparse, MKL-DNN, ...): an error
-    naming the argument, instead of the dispatcher's 'Could not run ... backend'."""
+def _other_backend_kernel(op_name: str, cpu_kernel):
+    """For arguments of a backend without a kernel here (CUDA, sparse, MKL-DNN, quantized, no
+    tensor at all, ...): an error naming the argument, instead of the dispatcher's 'Could not run
+    ... backend'."""
     names = [a.name for a in getattr(torch.ops.mnv3ext, op_name).default._schema.arguments]
 
     def kernel(*args):
         for name, value in zip(names, args):
             if not isinstance(value, torch.Tensor):
                 continue
-            if value.is_nested or value.layout != torch.strided:  # as _check_tensor says it
+            if value.layout != torch.strided:  # as _check_tensor says it
                 raise ValueError(f"{name}: expected a dense (strided) tensor, got layout {value.layout}")
             if value.device.type != "cpu":
                 raise ValueError(f"{name}: mnv3ext ops run on CPU tensors, got device {value.device}")
-        raise ValueError(f"mnv3ext::{op_name}: no kernel for these arguments")
+        # Dense CPU tensors that did not dispatch to CPU (quantized ones) or no tensor at all: the
+        # CPU kernel's checks, which run before it touches any data, name the argument.
+        return cpu_kernel(*args)
     return kernel
 
 
-for _name in ("dwconv2d", "pack_dwconv_weight", "dwconv2d_packed", "squeeze_excite", "pack_se_weights",
-              "squeeze_excite_packed"):
-    _lib.impl(_name, _other_backend_kernel(_name), "CompositeExplicitAutograd")
+for _name, _cpu, _ in _KERNELS:
+    _lib.impl(_name, _other_backend_kernel(_name, _cpu), "CompositeExplicitAutograd")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -6,12 +6,15 @@ import shutil
 import subprocess
 import sys
 
+import pytest
+
 import mnv3ext
 
 BENCH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench")
 
 
 def test_interleaved_row_lands_in_the_benchmark_json(tmp_path):
+    pytest.importorskip("pytest_benchmark")  # in the test extras; not everyone running pytest has it
     # A copy outside the checkout, run with PYTHONPATH at the mnv3ext this process imported (its
     # conftest would otherwise put the source folder first, which has no _C unless built in place).
     suite = tmp_path / "bench"
@@ -28,6 +31,7 @@ def test_interleaved_row_lands_in_the_benchmark_json(tmp_path):
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
     benchmarks = json.loads(out.read_text())["benchmarks"]
     assert [b["name"] for b in benchmarks] == ["test_interleaved_row[small.se9_c288_s7_sq72-cl]"]
+    assert benchmarks[0]["group"] == "interleaved rows"
     row = benchmarks[0]["extra_info"]
     assert row["id"] == "small.se9_c288_s7_sq72-cl" and row["samples"] > 0
     assert row["speedup"] == row["eager_us"] / row["ours_us"]

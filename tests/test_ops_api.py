@@ -139,6 +139,25 @@ def test_output_format_of_inputs_dense_in_both_formats_follows_pytorch(shape, st
 
 
 @pytest.mark.parametrize("channels_last", [False, True])
+def test_empty_batch_keeps_its_memory_format(channels_last):
+    # Dense in both formats by PyTorch's rules (numel 0), which then reads it as NCHW: the ops keep
+    # channels_last in, channels_last out (the fake kernel agrees).
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    x = torch.empty(0, 8, 4, 4, memory_format=fmt)
+    w = torch.randn(8, 1, 3, 3)
+    fc1, fc2 = torch.randn(4, 8), torch.randn(8, 4)
+    with torch._subclasses.fake_tensor.FakeTensorMode() as mode:
+        fx, fw, f1, f2 = (mode.from_tensor(t) for t in (x, w, fc1, fc2))
+        fakes = (torch.ops.mnv3ext.dwconv2d(fx, fw, None, [1, 1], [2, 2], [1, 1], "none"),
+                 torch.ops.mnv3ext.squeeze_excite(fx, f1, None, f2, None, "relu", "sigmoid"))
+    for out in (torch.ops.mnv3ext.dwconv2d(x, w, None, [1, 1], [2, 2], [1, 1], "none"),
+                mnv3ext.ops.dwconv2d(x, w, None, [1, 1], [2, 2], [1, 1], "none"),
+                torch.ops.mnv3ext.squeeze_excite(x, fc1, None, fc2, None, "relu", "sigmoid")) + fakes:
+        assert out.shape[0] == 0
+        assert out.stride() == torch.empty(out.shape, memory_format=fmt).stride()
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
 def test_one_and_two_threads_bit_identical(isa, channels_last):
     g = torch.Generator().manual_seed(5)
     x = torch.randn(2, 72, 56, 56, generator=g)

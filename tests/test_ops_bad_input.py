@@ -154,6 +154,24 @@ def test_non_integer_conv_arguments_are_refused_naming_them(arg, value):
         call_dw(**{arg: value})
 
 
+def test_arguments_that_reach_no_cpu_kernel_are_named():
+    # No tensor at all, or a quantized CPU tensor: the dispatcher finds no CPU kernel for them.
+    with pytest.raises(TypeError, match="input: expected a Tensor"):
+        dw(None, None, None, [1, 1], [1, 1], [1, 1], "relu")
+    q = torch.quantize_per_tensor(torch.randn(1, 8, 6, 6), 0.1, 0, torch.quint8)
+    with pytest.raises(TypeError, match="input: expected dtype float32"):
+        call_dw(input=q)
+    with pytest.raises(TypeError, match="fc1_weight: expected a Tensor"):
+        se(torch.randn(1, 8, 5, 5), None, None, None, None, "relu", "sigmoid")
+
+
+def test_conv_params_of_the_wrong_type_are_named():
+    import mnv3ext.ops as ops
+    packed = torch.ops.mnv3ext.pack_dwconv_weight(torch.randn(8, 1, 3, 3), None)
+    with pytest.raises(TypeError, match="conv_params: stride: expected integers"):
+        ops.dwconv2d_packed(torch.randn(1, 8, 6, 6), packed, [3, 3, 1.5, 1, 1, 1, 1, 1, 1, 1], "relu")
+
+
 def test_sizes_overflowing_64bit_indexing_are_refused_before_any_access():
     # Plans are built from sizes alone: the size check fires before any memory exists.
     with pytest.raises(ValueError, match="overflows 64-bit"):

@@ -2,10 +2,10 @@
 // bound with every byte in L1, apart from the memory hierarchy: one group (R output rows x 7
 // pixels of one 16-channel tile, hardswish) called over and over on the same 64-byte aligned
 // rows. Bound = (FMAs + 5 hardswish ops per output vector) x the time of one FMA, measured in
-// this process between the kernel runs, so a noisy host's phases cancel out. Prints, per kernel,
-// ns per group and the bound's share of it, for C = 64 (pixels on cache-line boundaries) and
-// C = 72 (every other pixel's tile straddles two lines, as in the 72/88/120/184/200-channel
-// layers). No arguments.
+// this process between the kernel runs. Prints, per kernel, ns per group and the bound's share of
+// it, for C = 64 (pixels on cache-line boundaries) and C = 72 (every other pixel's tile straddles
+// two lines, as in the 72/88/120/184/200-channel layers). No arguments. On a shared host run it
+// several times: in its slow phases the kernels lose speed while the FMA loop does not.
 #include <immintrin.h>
 
 #include <algorithm>
@@ -72,7 +72,8 @@ const Kernel kKernels[] = {
 constexpr int kNumKernels = sizeof(kKernels) / sizeof(kKernels[0]);
 
 // Minimum ns per group call of each kernel on C-channel rows 28 pixels wide (interior groups at
-// pixels 7 and 14, every full tile), alternated with the FMA reference.
+// pixels 7 and 14, channel tiles 0 and 16: at most ~20 KiB of lines, well inside a 32 KiB L1),
+// alternated with the FMA reference.
 void run(int64_t channels, double* ns, double& fma) {
   const int64_t width = 28, padded = (channels + 15) / 16 * 16;
   const int64_t row_floats = width * channels, input_rows = 8;
@@ -90,7 +91,6 @@ void run(int64_t channels, double* ns, double& fma) {
   tile.in_w = width;
   tile.pad_left = 2;
   tile.activation = Activation::kHardswish;
-  const int64_t full_tiles = channels / 16;
   fma = 1e9;
   for (int k = 0; k < kNumKernels; ++k) ns[k] = 1e9;
   for (int round = 0; round < 15; ++round) {
@@ -98,7 +98,7 @@ void run(int64_t channels, double* ns, double& fma) {
     for (int k = 0; k < kNumKernels; ++k) {
       const int calls = 100000;
       const auto t0 = std::chrono::steady_clock::now();
-      for (int i = 0; i < calls; ++i) kKernels[k].fn(tile, kPixels * (1 + (i & 1)), (i % full_tiles) * 16);
+      for (int i = 0; i < calls; ++i) kKernels[k].fn(tile, kPixels * (1 + (i & 1)), (i >> 1 & 1) * 16);
       const auto t1 = std::chrono::steady_clock::now();
       ns[k] = std::min(ns[k], std::chrono::duration<double, std::nano>(t1 - t0).count() / calls);
     }
