@@ -22,12 +22,11 @@ from mnv3ext.bench.bandwidth import copy_bandwidth
 from mnv3ext.bench.op_table import measure_cases
 from mnv3ext.bench.opcases import LAYOUTS, case_id, dw_case, se_case
 
+CASES = [(make, layer, layout) for make, layers in ((dw_case, shapes.ALL_DW), (se_case, shapes.ALL_SE))
+         for layer in layers for layout in LAYOUTS]
 PARAMS = [pytest.param(make, layer, layout, impl, id=f"{case_id(layer, layout)}-{impl}")
-          for make, layers in ((dw_case, shapes.ALL_DW), (se_case, shapes.ALL_SE))
-          for layer in layers for layout in LAYOUTS for impl in ("eager", "ours", "via_ops")]
-ROWS = [pytest.param(make, layer, layout, id=case_id(layer, layout))
-        for make, layers in ((dw_case, shapes.ALL_DW), (se_case, shapes.ALL_SE))
-        for layer in layers for layout in LAYOUTS]
+          for make, layer, layout in CASES for impl in ("eager", "ours", "via_ops")]
+ROWS = [pytest.param(make, layer, layout, id=case_id(layer, layout)) for make, layer, layout in CASES]
 ROW_FIELDS = ("eager_us", "ours_us", "via_ops_us", "roofline_us", "hot_copy_us", "speedup", "gbps", "copy_gbps",
               "x_roofline", "target_met", "samples")
 

@@ -422,6 +422,8 @@ def _other_backend_kernel(op_name: str, cpu_kernel):
     names = [a.name for a in getattr(torch.ops.mnv3ext, op_name).default._schema.arguments]
 
     def kernel(*args):
+        # Device and layout are checked here, before the CPU kernel: its plan caches are keyed by
+        # shape, strides and dtype only, so a CUDA tensor shaped like a cached CPU call would run.
         for name, value in zip(names, args):
             if not isinstance(value, torch.Tensor):
                 continue
