@@ -21,7 +21,25 @@ stages=("$@")
 [ ${#stages[@]} -eq 0 ] && stages=(cpp wheel torch)
 want() { local s; for s in "${stages[@]}"; do [ "$s" = "$1" ] && return 0; done; return 1; }
 
-say() { echo "== [arm] $*"; }
+# Every `say` starts a section; the wall time of each is printed when the next one starts and
+# all of them at exit (CI logs show where the minutes go).
+sections=() section_secs=() section="" section_t0=$SECONDS script_t0=$SECONDS
+end_section() {
+  [ -n "$section" ] || return 0
+  sections+=("$section") section_secs+=($((SECONDS - section_t0)))
+  echo "== [arm] ($((SECONDS - section_t0)) s)"
+  section=""
+}
+say() { end_section; section=$*; section_t0=$SECONDS; echo "== [arm] $*"; }
+section_times() {
+  local status=$? i
+  end_section
+  echo "== [arm] wall times"
+  for i in "${!sections[@]}"; do printf '   %5d s  %s\n' "${section_secs[$i]}" "${sections[$i]}"; done
+  printf '   %5d s  total\n' $((SECONDS - script_t0))
+  return $status
+}
+trap section_times EXIT
 die() {
   echo "" >&2
   echo "!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!" >&2
@@ -48,6 +66,9 @@ if ! command -v aarch64-linux-gnu-g++ >/dev/null || ! command -v qemu-aarch64 >/
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends g++-aarch64-linux-gnu qemu-user mmdebstrap >/dev/null
 fi
+# The wheel is built without build isolation (the cross-compile settings must reach CMake), so
+# scikit-build-core, pybind11 and CMake must be in this python3: install them if missing.
+bash tools/install_build_deps.sh
 
 # ---------------------------------------------------------------------------------------------
 # An aarch64 Debian root file system: the target's Python, numpy, pytest, headers, libraries.

@@ -7,6 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 build_dir=${1:-build/asan}
+bash tools/install_build_deps.sh --cmake  # cmake >= 3.18 if this machine has none
 
 cmake -S . -B "$build_dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DMNV3EXT_SANITIZE=ON \
   -DMNV3EXT_BUILD_TESTS=ON -DMNV3EXT_BUILD_PYTHON=OFF >/dev/null
