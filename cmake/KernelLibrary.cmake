@@ -20,9 +20,11 @@ function(mnv3ext_add_kernel_library target)
   set(sources
     ${MNV3EXT_KERNEL_DIR}/dispatch.cpp
     ${MNV3EXT_KERNEL_DIR}/driver.cpp
-    ${MNV3EXT_KERNEL_DIR}/thread_pool.cpp)
+    ${MNV3EXT_KERNEL_DIR}/thread_pool.cpp
+    ${MNV3EXT_KERNEL_DIR}/gemm/pointwise.cpp)
   foreach(isa IN LISTS isas)
-    file(GLOB isa_sources ${MNV3EXT_KERNEL_DIR}/*_${isa}.cpp)
+    # One folder per kernel family beside the older top-level files.
+    file(GLOB isa_sources ${MNV3EXT_KERNEL_DIR}/*_${isa}.cpp ${MNV3EXT_KERNEL_DIR}/*/*_${isa}.cpp)
     set_source_files_properties(${isa_sources} PROPERTIES COMPILE_OPTIONS "${MNV3EXT_FLAGS_${isa}}")
     list(APPEND sources ${isa_sources})
   endforeach()

@@ -15,6 +15,7 @@
 
 #include "kernels/dispatch.h"
 #include "kernels/driver.h"
+#include "kernels/gemm/pointwise.h"
 
 namespace py = pybind11;
 using namespace mnv3ext;
@@ -169,6 +170,52 @@ FloatArray squeeze_excite_numpy(const py::handle& input_obj, const py::handle& f
   return output;
 }
 
+// C[m, n] = act(A W^T + b) (+ residual) on (m, k) rows, for the numpy surface (no torch).
+FloatArray gemm_numpy(const py::handle& a_obj, const py::handle& weight_obj,
+                      const py::handle& bias_obj, const std::string& activation,
+                      const py::handle& residual_obj, const py::handle& scale_obj,
+                      int64_t scale_rows, int threads) {
+  FloatArray a = as_float32(a_obj, "input");
+  require_ndim(a, {2}, "input");
+  FloatArray weight = as_float32(weight_obj, "weight");
+  require_ndim(weight, {2}, "weight");
+  const int64_t m = a.shape(0), k = a.shape(1), n = weight.shape(0);
+  if (weight.shape(1) != k)
+    throw std::invalid_argument("weight: expected shape (n, k) with k = input.shape[1]");
+  FloatArray bias;
+  const float* bias_data = nullptr;
+  if (!bias_obj.is_none()) {
+    bias = as_float32(bias_obj, "bias");
+    if (bias.ndim() != 1 || bias.shape(0) != n) throw std::invalid_argument("bias: expected shape (n,)");
+    bias_data = bias.data();
+  }
+  FloatArray residual, scale;
+  if (!residual_obj.is_none()) {
+    residual = as_float32(residual_obj, "residual");
+    if (residual.ndim() != 2 || residual.shape(0) != m || residual.shape(1) != n)
+      throw std::invalid_argument("residual: expected shape (m, n)");
+  }
+  if (!scale_obj.is_none()) {
+    scale = as_float32(scale_obj, "input_scale");
+    if (scale_rows < 1) throw std::invalid_argument("scale_rows: must be >= 1");
+    if (scale.ndim() != 2 || scale.shape(1) != k || scale.shape(0) != (m + scale_rows - 1) / scale_rows)
+      throw std::invalid_argument("input_scale: expected shape (ceil(m / scale_rows), k)");
+  }
+  FloatArray packed(packed_gemm_floats(k, n));
+  pack_gemm_weights(weight.data(), bias_data, k, n, packed.mutable_data());
+  FloatArray output(std::vector<py::ssize_t>{m, n});
+  const GemmArgs g{m, k, n, a.data(), k, packed.data(), output.mutable_data(), n,
+                   residual_obj.is_none() ? nullptr : residual.data(), n,
+                   scale_obj.is_none() ? nullptr : scale.data(), std::max<int64_t>(scale_rows, 1),
+                   parse_activation(activation, "activation")};
+  check_gemm_args(g);
+  {
+    py::gil_scoped_release release;
+    mnv3ext::gemm(g, threads);
+  }
+  return output;
+}
+
 // Validated once per call signature by mnv3ext.ops, then run on raw addresses.
 struct DwConvPlan {
   DwConvShape shape;
@@ -176,6 +223,18 @@ struct DwConvPlan {
 };
 struct SePlan {
   SeShape shape;
+  bool channels_last;
+};
+struct GemmPlan {
+  GemmArgs args;  // pointers filled per call
+  bool residual, scale;
+};
+struct ConvPlan {
+  ConvShape shape;
+  int64_t strides[4];
+};
+struct PoolPlan {
+  int64_t batch, channels, hw;
   bool channels_last;
 };
 
@@ -245,9 +304,91 @@ PYBIND11_MODULE(_C, m) {
                            address<const float>(fc2_bias), address<float>(output),
                            p.channels_last, threads);
           },
+          py::call_guard<py::gil_scoped_release>())
+      .def(
+          "run_gates",
+          [](const SePlan& p, uintptr_t input, uintptr_t fc1_weight, uintptr_t fc1_bias,
+             uintptr_t fc2_weight, uintptr_t fc2_bias, uintptr_t gates, int threads) {
+            se_gates(p.shape, address<const float>(input), address<const float>(fc1_weight),
+                     address<const float>(fc1_bias), address<const float>(fc2_weight),
+                     address<const float>(fc2_bias), address<float>(gates), p.channels_last,
+                     threads);
+          },
+          py::call_guard<py::gil_scoped_release>());
+
+  m.attr("GEMM_PANEL") = kGemmPanel;
+  m.def("packed_gemm_floats", &packed_gemm_floats, py::arg("k"), py::arg("n"));
+  m.def("gemm_tile_name", [] { return std::string(active_kernels().gemm_tile_name); },
+        "The main GEMM microkernel of the ISA in use (rows x columns)");
+  m.def(
+      "pack_gemm_ptr",
+      [](uintptr_t weight, uintptr_t bias, int64_t k, int64_t n, uintptr_t packed) {
+        if (k < 1 || n < 1) throw std::invalid_argument("weight: sizes must be >= 1");
+        pack_gemm_weights(address<const float>(weight), address<const float>(bias), k, n,
+                          address<float>(packed));
+      },
+      py::call_guard<py::gil_scoped_release>());
+  py::class_<GemmPlan>(m, "GemmPlan", "A validated GEMM (1x1 conv / linear), run on raw addresses")
+      .def(py::init([](int64_t rows, int64_t k, int64_t n, int64_t lda, int64_t ldc, bool residual,
+                       int64_t ldr, bool scale, int64_t scale_rows, int activation) {
+        GemmPlan p{GemmArgs{rows, k, n, nullptr, lda, nullptr, nullptr, ldc, nullptr, ldr,
+                            nullptr, scale_rows, Activation(activation)},
+                   residual, scale};
+        check_gemm_args(p.args);
+        return p;
+      }))
+      .def(
+          "run",
+          [](const GemmPlan& p, uintptr_t a, uintptr_t packed, uintptr_t c, uintptr_t residual,
+             uintptr_t scale, int threads) {
+            GemmArgs g = p.args;
+            g.a = address<const float>(a);
+            g.packed = address<const float>(packed);
+            g.c = address<float>(c);
+            g.residual = p.residual ? address<const float>(residual) : nullptr;
+            g.scale = p.scale ? address<const float>(scale) : nullptr;
+            mnv3ext::gemm(g, threads);
+          },
+          py::call_guard<py::gil_scoped_release>());
+  py::class_<ConvPlan>(m, "ConvPlan", "A validated dense conv (im2col + GEMM), run on raw addresses")
+      .def(py::init([](int64_t n, int64_t c, int64_t h, int64_t w, int64_t out_c, int kh, int kw,
+                       int sh, int sw, int dh, int dw, int pt, int pl, int pb, int pr,
+                       int activation, std::vector<int64_t> strides) {
+        if (strides.size() != 4) throw std::invalid_argument("input: expected 4 strides");
+        ConvPlan p{make_conv_shape(n, c, h, w, out_c, kh, kw, sh, sw, dh, dw, pt, pl, pb, pr,
+                                   Activation(activation)),
+                   {strides[0], strides[1], strides[2], strides[3]}};
+        return p;
+      }))
+      .def_property_readonly("out_h", [](const ConvPlan& p) { return p.shape.out_h; })
+      .def_property_readonly("out_w", [](const ConvPlan& p) { return p.shape.out_w; })
+      .def(
+          "run",
+          [](const ConvPlan& p, uintptr_t input, uintptr_t packed, uintptr_t output, int threads) {
+            conv2d_gemm(p.shape, address<const float>(input), p.strides,
+                        address<const float>(packed), address<float>(output), threads);
+          },
+          py::call_guard<py::gil_scoped_release>());
+  py::class_<PoolPlan>(m, "PoolPlan", "A validated global average pool, run on raw addresses")
+      .def(py::init([](int64_t n, int64_t c, int64_t hw, bool channels_last) {
+        if (n < 0 || c < 1 || hw < 1) throw std::invalid_argument("input: sizes must be N >= 0 and C, H, W >= 1");
+        return PoolPlan{n, c, hw, channels_last};
+      }))
+      .def(
+          "run",
+          [](const PoolPlan& p, uintptr_t input, uintptr_t output, int threads) {
+            global_avg_pool(p.batch, p.channels, p.hw, address<const float>(input),
+                            p.channels_last, address<float>(output), threads);
+          },
           py::call_guard<py::gil_scoped_release>());
 
   // numpy surface.
+  m.def("gemm", &gemm_numpy, py::arg("input"), py::arg("weight"), py::arg("bias") = py::none(),
+        py::arg("activation") = "none", py::arg("residual") = py::none(),
+        py::arg("input_scale") = py::none(), py::arg("scale_rows") = 1, py::arg("threads") = 1,
+        "act(input @ weight.T + bias) (+ residual) on float32 (m, k) rows; input_scale "
+        "(ceil(m / scale_rows), k) multiplies input rows [i * scale_rows, (i + 1) * scale_rows) "
+        "before the product (the 1x1 convolution's GEMM on NHWC pixels).");
   m.def("pack_dwconv", &pack_dwconv_numpy, py::arg("weight"), py::arg("bias") = py::none(),
         "Pack (C, 1, kh, kw) weights and (C,) bias into the kernels' [bias | taps] layout.");
   m.def("dwconv2d", &dwconv2d_numpy, py::arg("input"), py::arg("weight"),

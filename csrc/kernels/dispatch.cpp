@@ -10,7 +10,8 @@ namespace {
 #define MNV3EXT_TABLE(isa)                                                                  \
   KernelTable {                                                                             \
     #isa, isa::dwconv_nhwc_rows, isa::dwconv_nchw_planes, isa::plane_sum, isa::pixel_sum,  \
-        isa::matvec, isa::scale_planes, isa::scale_pixels                                   \
+        isa::matvec, isa::scale_planes, isa::scale_pixels, isa::gemm_tiles,                 \
+        isa::gemm_tile_name                                                                 \
   }
 
 const KernelTable kScalar = MNV3EXT_TABLE(scalar);

@@ -35,6 +35,12 @@ struct SeShape {
 SeShape make_se_shape(int64_t batch, int64_t channels, int64_t hw, int64_t squeeze,
                       Activation activation, Activation gate);
 
+// gates: (N, C) = gate(fc2(act(fc1(mean_hw(input))))), the squeeze-excite without the multiply
+// (which the following 1x1 convolution applies to its input: gemm's scale).
+void se_gates(const SeShape& shape, const float* input, const float* fc1_weight,
+              const float* fc1_bias, const float* fc2_weight, const float* fc2_bias, float* gates,
+              bool channels_last, int threads);
+
 // fc1: (S, C) + (S,) or null; fc2: (C, S) + (C,) or null; all row-major contiguous.
 void squeeze_excite(const SeShape& shape, const float* input, const float* fc1_weight,
                     const float* fc1_bias, const float* fc2_weight, const float* fc2_bias,

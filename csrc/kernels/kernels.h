@@ -60,6 +60,36 @@ using ScalePlanesFn = void (*)(const float* input, const float* gate, float* out
 using ScalePixelsFn = void (*)(const float* input, const float* gate, float* output,
                                int64_t pixels, int64_t channels);
 
+// Pointwise (1x1) convolution as a GEMM on NHWC rows: C[m, n] = act(bias[n] + sum_k A'[m, k] *
+// W[k, n]) (+ R[m, n]), A'[m, k] = A[m, k] * scale[m / scale_rows, k] when scale is given (the SE
+// gate folded into the next 1x1). Weights are packed once, ISA-independently, in panels of
+// kGemmPanel output channels: panel p = [bias (16) | K rows of 16 weights], padding lanes zero.
+constexpr int64_t kGemmPanel = 16;
+inline int64_t gemm_panels(int64_t n) { return (n + kGemmPanel - 1) / kGemmPanel; }
+inline int64_t packed_gemm_floats(int64_t k, int64_t n) {
+  return gemm_panels(n) * (1 + k) * kGemmPanel;
+}
+
+struct GemmArgs {
+  int64_t m, k, n;
+  const float* a;
+  int64_t lda;             // A[i, kk] = a[i * lda + kk]
+  const float* packed;     // packed_gemm_floats(k, n) floats
+  float* c;
+  int64_t ldc;             // C[i, j] = c[i * ldc + j]
+  const float* residual;   // null, or R[i, j] = residual[i * ldr + j], added after the activation
+  int64_t ldr;
+  const float* scale;      // null, or (m / scale_rows + 1, k) row-major
+  int64_t scale_rows;
+  Activation activation;   // kNone, kRelu, kRelu6 or kHardswish
+};
+
+// Rows [row_begin, row_end) x panels [panel_begin, panel_end) of a GEMM. Every element is
+// bias + its k products in k order, one rounding per FMA, whatever the tiling: results do not
+// depend on how the caller splits rows and panels.
+using GemmTilesFn = void (*)(const GemmArgs&, int64_t row_begin, int64_t row_end,
+                             int64_t panel_begin, int64_t panel_end);
+
 struct KernelTable {
   const char* name;
   DwConvNhwcRowsFn dwconv_nhwc_rows;
@@ -69,6 +99,8 @@ struct KernelTable {
   MatVecFn matvec;
   ScalePlanesFn scale_planes;
   ScalePixelsFn scale_pixels;
+  GemmTilesFn gemm_tiles;
+  const char* gemm_tile_name;  // the main microkernel, e.g. "gemm_12x32" (rows x columns)
 };
 
 // A per-thread buffer of at least `floats` floats, valid until the thread's next call.
@@ -89,6 +121,8 @@ float* thread_scratch(int64_t floats);
   void matvec(const float*, const float*, const float*, int64_t, int64_t, float*);           \
   void scale_planes(const float*, const float*, float*, int64_t, int64_t);                   \
   void scale_pixels(const float*, const float*, float*, int64_t, int64_t);                   \
+  void gemm_tiles(const GemmArgs&, int64_t, int64_t, int64_t, int64_t);                      \
+  extern const char* const gemm_tile_name;                                                   \
   }
 
 MNV3EXT_DECLARE_ISA_KERNELS(scalar)

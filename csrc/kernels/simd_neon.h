@@ -47,6 +47,8 @@ inline void vstorem(float* p, Mask m, Vec v) {
 inline Vec vfma(Vec a, Vec b, Vec c) { return vfmaq_f32(c, a, b); }  // a * b + c, one rounding
 inline Vec vset1(float x) { return vdupq_n_f32(x); }
 inline Vec vzero() { return vdupq_n_f32(0.0f); }
+inline Vec vadd(Vec a, Vec b) { return vaddq_f32(a, b); }
+inline Vec vmul(Vec a, Vec b) { return vmulq_f32(a, b); }
 
 // Vector form of apply_activation (activation.h).
 inline Vec activate(Activation activation, Vec x) {

@@ -1,0 +1,16 @@
+// AVX-512 GEMM: 12 rows x 32 columns (2 panels) per microkernel, 24 zmm accumulators.
+#include <algorithm>
+
+#include "kernels/simd_avx512.h"
+
+namespace mnv3ext::avx512 {
+namespace {
+constexpr int kGemmMR = 12;
+constexpr int kGemmNP = 2;
+}  // namespace
+
+#include "gemm.inc"
+
+const char* const gemm_tile_name = "gemm_12x32";
+
+}  // namespace mnv3ext::avx512

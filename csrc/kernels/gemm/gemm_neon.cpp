@@ -1,0 +1,16 @@
+// NEON GEMM: 6 rows x 16 columns (1 panel, 4 q registers) per microkernel, 24 accumulators.
+#include <algorithm>
+
+#include "kernels/simd_neon.h"
+
+namespace mnv3ext::neon {
+namespace {
+constexpr int kGemmMR = 6;
+constexpr int kGemmNP = 1;
+}  // namespace
+
+#include "gemm.inc"
+
+const char* const gemm_tile_name = "gemm_6x16";
+
+}  // namespace mnv3ext::neon

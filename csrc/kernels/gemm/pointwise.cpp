@@ -1,0 +1,168 @@
+#include "kernels/gemm/pointwise.h"
+
+#include <algorithm>
+#include <limits>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "kernels/dispatch.h"
+#include "kernels/thread_pool.h"
+
+namespace mnv3ext {
+namespace {
+
+void require(bool condition, const std::string& message) {
+  if (!condition) throw std::invalid_argument(message);
+}
+
+bool fits(std::initializer_list<int64_t> factors) {
+  int64_t product = 1;
+  for (int64_t f : factors) {
+    if (f < 0) return false;
+    if (f != 0 && product > std::numeric_limits<int64_t>::max() / 4 / f) return false;
+    product *= f;
+  }
+  return true;
+}
+
+// Rows are split in units that are a multiple of every ISA's tile height (12, 6, 4).
+constexpr int64_t kRowUnit = 24;
+// Below this many multiply-adds per thread, waking a worker costs more than it saves.
+constexpr int64_t kMinMacsPerThread = 200000;
+
+// Per calling thread, separate from thread_scratch() (which the GEMM tiles use for scaled rows).
+float* im2col_buffer(int64_t floats) {
+  thread_local std::vector<float> buffer;
+  if (int64_t(buffer.size()) < floats) buffer.resize(floats);
+  return buffer.data();
+}
+
+}  // namespace
+
+void pack_gemm_weights(const float* weight, const float* bias, int64_t k, int64_t n,
+                       float* packed) {
+  const int64_t panel_stride = (1 + k) * kGemmPanel;
+  std::fill(packed, packed + packed_gemm_floats(k, n), 0.0f);
+  for (int64_t j = 0; j < n; ++j) {
+    float* panel = packed + (j / kGemmPanel) * panel_stride + j % kGemmPanel;
+    panel[0] = bias ? bias[j] : 0.0f;
+    for (int64_t kk = 0; kk < k; ++kk) panel[(1 + kk) * kGemmPanel] = weight[j * k + kk];
+  }
+}
+
+void check_gemm_args(const GemmArgs& g) {
+  require(g.m >= 0, "input: number of rows must be >= 0");
+  require(g.k >= 1, "weight: input channels must be >= 1");
+  require(g.n >= 1, "weight: output channels must be >= 1");
+  require(fits({g.m, g.lda}) && fits({g.m, g.ldc}) && fits({gemm_panels(g.n), 1 + g.k, kGemmPanel}),
+          "input: size overflows 64-bit indexing");
+  require(g.lda >= g.k, "input: row stride smaller than its channels");
+  require(g.ldc >= g.n, "output: row stride smaller than its channels");
+  require(!g.residual || (g.ldr >= g.n && fits({g.m, g.ldr})), "residual: bad row stride");
+  require(!g.scale || g.scale_rows >= 1, "input_scale: rows per scale row must be >= 1");
+  require(g.activation >= Activation::kNone && g.activation <= Activation::kHardswish,
+          "activation: must be none, relu, relu6 or hardswish");
+}
+
+void gemm(const GemmArgs& g, int threads) {
+  check_gemm_args(g);
+  if (g.m == 0) return;
+  const KernelTable& kernels = active_kernels();
+  const int64_t panels = gemm_panels(g.n);
+  const int64_t by_size = std::max<int64_t>(1, g.m * g.k * g.n / kMinMacsPerThread);
+  const int64_t row_units = (g.m + kRowUnit - 1) / kRowUnit;
+  threads = int(std::max<int64_t>(1, std::min<int64_t>(threads, by_size)));
+  if (threads == 1) return kernels.gemm_tiles(g, 0, g.m, 0, panels);
+  if (row_units >= 2 * threads || row_units >= panels) {
+    parallel_for(row_units, threads, [&](int64_t u0, int64_t u1) {
+      kernels.gemm_tiles(g, u0 * kRowUnit, std::min(g.m, u1 * kRowUnit), 0, panels);
+    });
+  } else {  // few rows (a classifier at batch 1, the 7x7 layers): split the columns
+    parallel_for(panels, threads, [&](int64_t p0, int64_t p1) {
+      kernels.gemm_tiles(g, 0, g.m, p0, p1);
+    });
+  }
+}
+
+ConvShape make_conv_shape(int64_t batch, int64_t in_c, int64_t in_h, int64_t in_w, int64_t out_c,
+                          int kernel_h, int kernel_w, int stride_h, int stride_w, int dilation_h,
+                          int dilation_w, int pad_top, int pad_left, int pad_bottom,
+                          int pad_right, Activation activation) {
+  require(batch >= 0 && in_c >= 1 && in_h >= 1 && in_w >= 1,
+          "input: sizes must be N >= 0 and C, H, W >= 1");
+  require(out_c >= 1, "weight: output channels must be >= 1");
+  require(kernel_h >= 1 && kernel_h <= 7 && kernel_w >= 1 && kernel_w <= 7,
+          "weight: kernel size must be between 1 and 7");
+  require(stride_h >= 1 && stride_w >= 1, "stride: values must be >= 1");
+  require(dilation_h >= 1 && dilation_w >= 1, "dilation: values must be >= 1");
+  require(pad_top >= 0 && pad_left >= 0 && pad_bottom >= 0 && pad_right >= 0,
+          "padding: values must be >= 0");
+  require(activation >= Activation::kNone && activation <= Activation::kHardswish,
+          "activation: must be none, relu, relu6 or hardswish");
+  require(in_h + pad_top + pad_bottom >= int64_t(dilation_h) * (kernel_h - 1) + 1 &&
+              in_w + pad_left + pad_right >= int64_t(dilation_w) * (kernel_w - 1) + 1,
+          "input: padded input is smaller than the dilated kernel (output would be empty)");
+  const int64_t out_h = (in_h + pad_top + pad_bottom - int64_t(dilation_h) * (kernel_h - 1) - 1) / stride_h + 1;
+  const int64_t out_w = (in_w + pad_left + pad_right - int64_t(dilation_w) * (kernel_w - 1) - 1) / stride_w + 1;
+  require(fits({batch, in_c, in_h + pad_top + pad_bottom, in_w + pad_left + pad_right}),
+          "input: size overflows 64-bit indexing");
+  require(fits({batch, out_h, out_w, out_c}) && fits({out_w, in_c, kernel_h, kernel_w}),
+          "output: size overflows 64-bit indexing");
+  return ConvShape{batch, in_c, in_h, in_w, out_c, out_h, out_w, kernel_h, kernel_w, stride_h,
+                   stride_w, dilation_h, dilation_w, pad_top, pad_left, activation};
+}
+
+void conv2d_gemm(const ConvShape& s, const float* input, const int64_t in_strides[4],
+                 const float* packed, float* output, int threads) {
+  const KernelTable& kernels = active_kernels();
+  const int64_t k = s.in_c * s.kernel_h * s.kernel_w, rows = s.batch * s.out_h;
+  if (rows == 0) return;
+  const int64_t by_size = std::max<int64_t>(1, rows * s.out_w * k * s.out_c / kMinMacsPerThread);
+  threads = int(std::max<int64_t>(1, std::min<int64_t>({threads, by_size, rows})));
+  const int64_t sn = in_strides[0], sc = in_strides[1], sh = in_strides[2], sw = in_strides[3];
+  auto body = [&](int64_t r0, int64_t r1) {
+    float* col = im2col_buffer(s.out_w * k);
+    for (int64_t r = r0; r < r1; ++r) {  // one output row: im2col (out_w x k), then the GEMM
+      const int64_t n = r / s.out_h, oy = r % s.out_h;
+      const float* image = input + n * sn;
+      for (int64_t ox = 0; ox < s.out_w; ++ox) {
+        float* dst = col + ox * k;
+        for (int64_t c = 0; c < s.in_c; ++c)
+          for (int ky = 0; ky < s.kernel_h; ++ky) {
+            const int64_t iy = oy * s.stride_h - s.pad_top + int64_t(ky) * s.dilation_h;
+            const bool row_in = iy >= 0 && iy < s.in_h;
+            for (int kx = 0; kx < s.kernel_w; ++kx) {
+              const int64_t ix = ox * s.stride_w - s.pad_left + int64_t(kx) * s.dilation_w;
+              *dst++ = row_in && ix >= 0 && ix < s.in_w ? image[c * sc + iy * sh + ix * sw] : 0.0f;
+            }
+          }
+      }
+      const GemmArgs g{s.out_w, k, s.out_c, col, k, packed, output + r * s.out_w * s.out_c, s.out_c,
+                       nullptr, 0, nullptr, 1, s.activation};
+      kernels.gemm_tiles(g, 0, s.out_w, 0, gemm_panels(s.out_c));
+    }
+  };
+  if (threads == 1) body(0, rows); else parallel_for(rows, threads, body);
+}
+
+void global_avg_pool(int64_t batch, int64_t channels, int64_t hw, const float* input,
+                     bool channels_last, float* output, int threads) {
+  require(batch >= 0 && channels >= 1 && hw >= 1, "input: sizes must be N >= 0 and C, H, W >= 1");
+  require(fits({batch, channels, hw}), "input: size overflows 64-bit indexing");
+  const KernelTable& kernels = active_kernels();
+  const float inv = 1.0f / float(hw);
+  auto body = [&](int64_t n0, int64_t n1) {
+    for (int64_t n = n0; n < n1; ++n) {
+      float* out = output + n * channels;
+      if (channels_last) kernels.pixel_sum(input + n * hw * channels, hw, channels, channels, out);
+      else kernels.plane_sum(input + n * channels * hw, channels, hw, out);
+      for (int64_t c = 0; c < channels; ++c) out[c] *= inv;
+    }
+  };
+  const int64_t by_size = std::max<int64_t>(1, batch * channels * hw / 65536);
+  threads = int(std::max<int64_t>(1, std::min<int64_t>({threads, by_size, batch})));
+  if (threads == 1) body(0, batch); else parallel_for(batch, threads, body);
+}
+
+}  // namespace mnv3ext
