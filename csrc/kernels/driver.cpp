@@ -177,15 +177,14 @@ void se_fc(const KernelTable& kernels, const float* weight, const float* bias, c
 
 }  // namespace
 
-void squeeze_excite(const SeShape& s, const float* input, const float* fc1_weight,
-                    const float* fc1_bias, const float* fc2_weight, const float* fc2_bias,
-                    float* output, bool channels_last, int threads) {
+void se_gates(const SeShape& s, const float* input, const float* fc1_weight,
+              const float* fc1_bias, const float* fc2_weight, const float* fc2_bias,
+              float* gates, bool channels_last, int threads) {
   const KernelTable& kernels = active_kernels();
   const int64_t N = s.batch, C = s.channels, HW = s.hw, S = s.squeeze;
   if (N == 0) return;
-  float* const pooled = se_buffer(2 * N * C + S);
-  float* const gates = pooled + N * C;
-  float* const hidden = gates + N * C;
+  float* const pooled = se_buffer(N * C + S);
+  float* const hidden = pooled + N * C;
   const int64_t floats = N * C * HW;
 
   // 1. Per-channel sums, partitioned by channel so each sum has one fixed order.
@@ -220,6 +219,20 @@ void squeeze_excite(const SeShape& s, const float* input, const float* fc1_weigh
     se_fc(kernels, fc1_weight, fc1_bias, mean, S, C, s.activation, hidden, threads);
     se_fc(kernels, fc2_weight, fc2_bias, hidden, C, S, s.gate, gates + n * C, threads);
   }
+}
+
+void squeeze_excite(const SeShape& s, const float* input, const float* fc1_weight,
+                    const float* fc1_bias, const float* fc2_weight, const float* fc2_bias,
+                    float* output, bool channels_last, int threads) {
+  const KernelTable& kernels = active_kernels();
+  const int64_t N = s.batch, C = s.channels, HW = s.hw;
+  if (N == 0) return;
+  // Its own buffer: se_gates uses se_buffer for the pooled means.
+  thread_local std::vector<float> gate_buffer;
+  if (int64_t(gate_buffer.size()) < N * C) gate_buffer.resize(N * C);
+  float* const gates = gate_buffer.data();
+  se_gates(s, input, fc1_weight, fc1_bias, fc2_weight, fc2_bias, gates, channels_last, threads);
+  const int64_t floats = N * C * HW;
 
   // 3. Scale the input by its gate.
   if (channels_last) {
