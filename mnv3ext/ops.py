@@ -23,6 +23,32 @@ Ops (all inference-only, float32, CPU; none modifies its inputs):
     fc2 weight (C*S) | fc2 bias (C)], each starting at a multiple of 16 floats (64 bytes); a
     missing bias is packed as zeros.
 
+``pack_gemm_weight(weight, bias)``
+    Packs a 1x1 conv ``(C_out, C_in, 1, 1)``, a dense conv ``(C_out, C_in, kh, kw)`` or a Linear
+    ``(out, in)`` weight (+ bias) once for the GEMM ops below: 1-D, ``ceil(C_out / 16)`` panels of
+    ``[bias (16) | K rows of 16 weights]`` (K = C_in * kh * kw), padding lanes zero;
+    ISA-independent. Length ``packed_gemm_numel(K, C_out)``.
+``pointwise_conv2d(input, weight, bias, activation, residual, input_scale)``
+    1x1 convolution as a GEMM on NHWC pixels, with the epilogue fused: ``act(conv(input *
+    input_scale[:, :, None, None]) + bias) + residual``. ``weight`` ``(C_out, C_in, 1, 1)`` or
+    ``(C_out, C_in)``; ``residual`` ``(N, C_out, H, W)`` or None (the projection of an inverted
+    residual block); ``input_scale`` ``(N, C_in)`` or None (a squeeze-excite gate folded in, so the
+    gated tensor is never written); ``activation`` none, relu, relu6 or hardswish.
+    channels_last is the fast path; NCHW goes through a channels_last copy.
+``pointwise_conv2d_packed(input, packed_weight, out_channels, activation, residual, input_scale)``
+    The same with the weight packed once (what the optimized modules call).
+``conv2d_packed(input, packed_weight, out_channels, conv_params, activation)``
+    Dense convolution (groups 1; the stem) + bias + activation: im2col per output row, then the
+    GEMM; reads the input through its strides (no layout copy). ``conv_params`` as for
+    ``dwconv2d_packed``.
+``linear_packed(input, packed_weight, out_features, activation)``
+    ``act(input @ W.T + b)`` over the last dimension (the classifier's Linear layers).
+``global_avg_pool(input)``
+    ``(N, C, H, W) -> (N, C, 1, 1)`` mean over the pixels, as ``nn.AdaptiveAvgPool2d(1)``.
+``se_gate_packed(input, packed_weights, squeeze, activation, gate)``
+    The squeeze-excite gate ``gate(fc2(act(fc1(mean_hw(input)))))`` as an ``(N, C)`` tensor,
+    without the multiply (``pointwise_conv2d_packed``'s ``input_scale`` applies it).
+
 Outputs keep the input's memory format (channels_last in, channels_last out); inputs in any other
 stride layout are made contiguous first.
 """
@@ -509,3 +535,10 @@ def squeeze_excite_packed(input, packed_weights, squeeze, activation, gate):
     if _unobserved() and _plain(input) and _plain(packed_weights):
         return _squeeze_excite_packed_cpu(input, packed_weights, squeeze, activation, gate)
     return _SQUEEZE_EXCITE_PACKED_OP(input, packed_weights, squeeze, activation, gate)
+
+
+# The GEMM family (1x1 / dense conv, linear, pool, SE gate) lives in its own module on this library.
+from ._gemm_ops import (  # noqa: E402
+    conv2d_packed, global_avg_pool, linear_packed, packed_gemm_numel, pointwise_conv2d,
+    pointwise_conv2d_packed, se_gate_packed,
+)

@@ -69,3 +69,65 @@ def squeeze_excite(input: torch.Tensor, fc1_weight: torch.Tensor, fc1_bias: Opti
     hidden = apply_activation(activation, F.linear(pooled, fc1_weight.flatten(1), fc1_bias))
     scale = apply_activation(gate, F.linear(hidden, fc2_weight.flatten(1), fc2_bias))
     return input * scale[:, :, None, None]
+
+
+def pointwise_conv2d(input: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
+                     activation: str, residual: Optional[torch.Tensor],
+                     input_scale: Optional[torch.Tensor]) -> torch.Tensor:
+    x = input if input_scale is None else input * input_scale[:, :, None, None]
+    y = apply_activation(activation, F.conv2d(x, weight.reshape(weight.shape[0], -1, 1, 1), bias))
+    return y if residual is None else y + residual
+
+
+def unpack_gemm_weight(packed: torch.Tensor, k: int, n: int):
+    """Inverse of ``pack_gemm_weight``: (weight (n, k), bias (n,))."""
+    panels = -(-n // 16)
+    p = packed.reshape(panels, 1 + k, 16)
+    bias = p[:, 0, :].reshape(-1)[:n]
+    weight = p[:, 1:, :].permute(0, 2, 1).reshape(panels * 16, k)[:n]
+    return weight, bias
+
+
+def pointwise_conv2d_packed(input, packed_weight, out_channels, activation, residual, input_scale):
+    weight, bias = unpack_gemm_weight(packed_weight, input.shape[1], out_channels)
+    return pointwise_conv2d(input, weight.to(input.dtype), bias.to(input.dtype), activation, residual,
+                            input_scale)
+
+
+def conv2d_packed(input, packed_weight, out_channels, conv_params, activation):
+    """Dense convolution; ``conv_params`` as for ``dwconv2d_packed``."""
+    kernel_size, stride, pads, dilation = conv_params[0:2], conv_params[2:4], conv_params[4:8], conv_params[8:10]
+    kh, kw = kernel_size
+    weight, bias = unpack_gemm_weight(packed_weight, input.shape[1] * kh * kw, out_channels)
+    weight = weight.reshape(out_channels, input.shape[1], kh, kw).to(input.dtype)
+    top, left, bottom, right = _pads4(pads)
+    x = F.pad(input, (left, right, top, bottom)) if (top, left, bottom, right) != (0, 0, 0, 0) else input
+    return apply_activation(activation, F.conv2d(x, weight, bias.to(input.dtype), tuple(stride), 0,
+                                                 tuple(dilation)))
+
+
+def linear_packed(input, packed_weight, out_features, activation):
+    weight, bias = unpack_gemm_weight(packed_weight, input.shape[-1], out_features)
+    return apply_activation(activation, F.linear(input, weight.to(input.dtype), bias.to(input.dtype)))
+
+
+def global_avg_pool(input: torch.Tensor) -> torch.Tensor:
+    return input.mean((2, 3), keepdim=True)
+
+
+def unpack_se_weights(packed: torch.Tensor, channels: int, squeeze: int):
+    """Inverse of ``pack_se_weights``: (fc1_weight (S, C), fc1_bias, fc2_weight (C, S), fc2_bias)."""
+    def up(n):  # sections start at multiples of 16 floats
+        return -(-n // 16) * 16
+    b1 = up(squeeze * channels)
+    w2 = b1 + up(squeeze)
+    b2 = w2 + up(channels * squeeze)
+    return (packed[:squeeze * channels].reshape(squeeze, channels), packed[b1:b1 + squeeze],
+            packed[w2:w2 + channels * squeeze].reshape(channels, squeeze), packed[b2:b2 + channels])
+
+
+def se_gate_packed(input, packed_weights, squeeze, activation, gate):
+    w1, b1, w2, b2 = (t.to(input.dtype) for t in unpack_se_weights(packed_weights, input.shape[1], squeeze))
+    pooled = input.mean((2, 3))
+    hidden = apply_activation(activation, F.linear(pooled, w1, b1))
+    return apply_activation(gate, F.linear(hidden, w2, b2))
