@@ -71,14 +71,27 @@ def _add_timing(p: argparse.ArgumentParser, default_seconds: float, per: str = "
     p.add_argument("--warmup", type=_int_at_least(0), default=5, help="warm-up rounds, not timed (default 5)")
 
 
-def _add_case_selection(p: argparse.ArgumentParser) -> None:
-    """The per-op cases to run (mnv3ext.bench.opcases.all_cases) and the thread count."""
+def _int_list(text: str) -> List[int]:
+    parse = _int_at_least(1)
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    if not items:
+        raise argparse.ArgumentTypeError("expected a comma-separated list of thread counts, got nothing")
+    return list(dict.fromkeys(parse(t) for t in items))
+
+
+def _add_case_selection(p: argparse.ArgumentParser, kinds=("dw", "se"), thread_list: bool = False) -> None:
+    """The per-op cases to run (mnv3ext.bench.opcases.all_cases, gemm_cases) and the thread count(s)."""
     p.add_argument("--models", type=_csv(("large", "small")), default=["large", "small"])
-    p.add_argument("--kinds", type=_csv(("dw", "se")), default=["dw", "se"])
+    p.add_argument("--kinds", type=_csv(kinds), default=["dw", "se"],
+                   help=f"comma-separated subset of {', '.join(kinds)} or all (default dw,se)")
     p.add_argument("--layouts", type=_csv(("nchw", "channels_last"), {"cl": "channels_last", "nhwc": "channels_last"}),
-                   default=["nchw", "channels_last"], help="nchw, cl (default both)")
+                   default=["nchw", "channels_last"], help="nchw, cl (default both; dw/se only)")
     p.add_argument("--match", help="only cases whose id contains this text, e.g. large.dw13")
-    p.add_argument("--threads", type=_int_at_least(1), default=1, help="default 1")
+    if thread_list:
+        p.add_argument("--threads", type=_int_list, default=[1],
+                       help="thread count, or a comma-separated list measured one after another (e.g. 1,2; default 1)")
+    else:
+        p.add_argument("--threads", type=_int_at_least(1), default=1, help="default 1")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -128,15 +141,24 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--metric", choices=("median", "p10", "p90"), default="median")
     r.add_argument("-o", "--output", metavar="FILE.md", help="write the markdown here instead of stdout")
 
-    o = sub.add_parser("bench-ops", help="per-op table: each depthwise/SE layer, eager vs mnv3ext vs roofline",
+    o = sub.add_parser("bench-ops", help="per-op table: each depthwise/SE layer, eager vs mnv3ext vs roofline; "
+                                         "--kinds pw: each 1x1 conv, the stem and classifier vs ONNX Runtime",
                        description="Every depthwise and SE layer of MobileNetV3-Large/-Small at 224x224 "
                                    "(mnv3ext.shapes), NCHW and channels_last: the eager sequence vs our op, "
-                                   "interleaved, medians, against a copy-bandwidth roofline; markdown output.")
-    _add_case_selection(o)
+                                   "interleaved, medians, against a copy-bandwidth roofline. --kinds pw: every "
+                                   "1x1 conv, the stem and the classifier's Linear layers, ours (channels_last) "
+                                   "vs ONNX Runtime on a one-node model of the layer, in alternating blocks, "
+                                   "with G MAC/s and the share of the FMA peak. Markdown output.")
+    _add_case_selection(o, kinds=("dw", "se", "pw"), thread_list=True)
     _add_timing(o, DEFAULT_OPS_SECONDS, per=" per case")
     o.add_argument("--passes", type=_int_at_least(1), default=1,
                    help="measure the whole table this many times and report per case the median "
                         "over passes (a shared machine drifts over minutes; default 1)")
+    o.add_argument("--block-calls", type=_int_at_least(1), default=5,
+                   help="pw: timed calls per alternating block (default 5)")
+    o.add_argument("--fma-peak", type=_positive_float, metavar="GMACS",
+                   help="pw: one core's FMA peak in G multiply-adds/s (default: bench/cpp/fma_peak.cpp, "
+                        "see mnv3ext.bench.fma)")
     o.add_argument("--json", metavar="FILE", help="also write the rows as JSON")
     o.add_argument("--quiet", action="store_true")
 
@@ -340,20 +362,45 @@ def _cmd_bench_ops(args, parser) -> int:
     progress = Progress(enabled=False if args.quiet else None)
     if progress.enabled:
         progress.set_stage("bench-ops")
+    dwse = [k for k in args.kinds if k in ("dw", "se")]
+    rows: List[Dict[str, Any]] = []
+    sums: List[Dict[str, Any]] = []
+    out: List[str] = []
+    gemm = None
     try:
-        rows, sums = run_op_table(models=args.models, kinds=args.kinds, layouts=args.layouts, match=args.match,
-                                  threads=args.threads, warmup=args.warmup, runs=args.runs, seconds=seconds,
-                                  passes=args.passes, progress=progress)
+        for t in args.threads if dwse else ():
+            r, s = run_op_table(models=args.models, kinds=dwse, layouts=args.layouts, match=args.match,
+                                threads=t, warmup=args.warmup, runs=args.runs, seconds=seconds,
+                                passes=args.passes, progress=progress)
+            for item in r + s:
+                item["threads"] = t
+            if r:
+                out.append(format_op_table(r, s, header=format_header(machine_info(t))))
+            rows += r
+            sums += s
+        if "pw" in args.kinds:
+            from .gemm_table import format_gemm_table, run_gemm_table
+
+            g_rows, g_sums, source = run_gemm_table(
+                models=args.models, match=args.match, threads=args.threads, warmup=args.warmup, runs=args.runs,
+                seconds=seconds, passes=args.passes, block_calls=args.block_calls, fma_override=args.fma_peak,
+                progress=progress, log=_log_fn(args.quiet, progress))
+            if g_rows:
+                out.append(format_gemm_table(g_rows, g_sums, source,
+                                             header=format_header(machine_info(max(args.threads)))))
+                gemm = {"rows": g_rows, "sums": g_sums, "fma_peak_source": source}
     finally:
         progress.clear()
-    if not rows:
+    if not rows and gemm is None:
         parser.error("no case matches the selection")
-    info = machine_info(args.threads)
-    print(format_op_table(rows, sums, header=format_header(info)))
+    print("\n\n".join(out))
     print(f"\nKernels: {mnv3ext.current_isa()}.")
     if args.json:
+        from .schema import clean_floats
+
+        doc = {"machine": machine_info(max(args.threads)), "rows": rows, "sums": sums, "gemm": gemm}
         with open(args.json, "w", encoding="utf-8") as f:
-            json.dump({"machine": info, "rows": rows, "sums": sums}, f, indent=1)
+            json.dump(clean_floats(doc), f, indent=1)
             f.write("\n")
     return 0
 

@@ -4,6 +4,13 @@ Every round calls each callable once (or ``number`` times in a row for very shor
 one sample and divided), in a fresh shuffled order, so slow drifts of the machine (frequency,
 other tenants, thermal) hit all candidates alike. Warm-up rounds are run first and excluded.
 Summaries are medians and percentiles, never means alone.
+
+:func:`alternating_blocks` times in short blocks instead of single calls: per block and callable
+one warm (untimed) call, then several timed calls back to back, the blocks rotating between the
+callables. Runtimes whose thread pools spin after a call (ONNX Runtime's default) steal the cores
+of whatever runs next; call-by-call interleaving would charge that to the next candidate, a block
+charges it to the block's warm call only, and each candidate is timed as its users run it (call
+after call of the same model).
 """
 from __future__ import annotations
 
@@ -14,7 +21,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Dict, List, Mapping, Optional, Sequence
 
-__all__ = ["Stats", "summarize", "percentile", "interleaved", "calibrate_number"]
+__all__ = ["Stats", "summarize", "percentile", "interleaved", "alternating_blocks", "calibrate_number"]
 
 
 def percentile(sorted_values: Sequence[float], q: float) -> float:
@@ -42,6 +49,7 @@ class Stats:
     mean: float
     min: float
     max: float
+    blocks: Optional[int] = None  # alternating_blocks: blocks run (same for every callable)
 
     @property
     def n(self) -> int:
@@ -49,7 +57,7 @@ class Stats:
 
     def as_dict(self, unit: float = 1e-3, with_samples: bool = False) -> Dict[str, float]:
         """Summary in ``unit`` seconds (default milliseconds)."""
-        d = {k: v / unit for k, v in asdict(self).items() if k not in ("samples", "number")}
+        d = {k: v / unit for k, v in asdict(self).items() if k not in ("samples", "number", "blocks")}
         d["n"] = self.n
         d["number"] = self.number
         if with_samples:
@@ -170,3 +178,91 @@ def _rounds(fns, names, order, numbers, samples, rng, runs, seconds, min_runs, m
             else:
                 frac = min(1.0, (clock() - start) / seconds)
             progress(frac, f"round {done}" + (f"/{runs}" if runs is not None else ""))
+
+
+def alternating_blocks(
+    fns: Mapping[str, Callable[[], object]],
+    *,
+    block_calls: int = 5,
+    warm_calls: int = 1,
+    warmup: int = 3,
+    runs: Optional[int] = None,
+    seconds: Optional[float] = None,
+    min_blocks: int = 3,
+    max_blocks: int = 1_000_000,
+    shuffle: bool = True,
+    seed: int = 0,
+    progress: Optional[Callable[[float, str], None]] = None,
+) -> Dict[str, Stats]:
+    """Time ``fns`` in alternating blocks; returns per-name :class:`Stats` (seconds per call).
+
+    ``warmup`` untimed calls of each callable come first. Then blocks: in each, every callable
+    (in an order shuffled per block unless ``shuffle`` is false, then rotated) gets ``warm_calls``
+    untimed calls followed by ``block_calls`` timed calls, each call one sample. ``runs``: timed
+    calls per callable in all (the last block is shortened to hit it exactly); ``seconds``: time
+    budget of the blocks (at least ``min_blocks`` blocks); ``runs`` defaults to 20. The number of
+    blocks run is ``Stats.blocks`` of every result. The garbage collector is off while timing.
+    """
+    if runs is not None and seconds is not None:
+        raise ValueError("runs/seconds: give one of them, not both")
+    if runs is None and seconds is None:
+        runs = 20
+    if runs is not None and runs < 1:
+        raise ValueError(f"runs: must be >= 1, got {runs}")
+    if seconds is not None and seconds <= 0:
+        raise ValueError(f"seconds: must be > 0, got {seconds}")
+    if block_calls < 1:
+        raise ValueError(f"block_calls: must be >= 1, got {block_calls}")
+    if warm_calls < 0 or warmup < 0:
+        raise ValueError("warm_calls/warmup: must be >= 0")
+    names = list(fns)
+    if not names:
+        return {}
+    rng = random.Random(seed)
+    order = list(names)
+    for i in range(warmup):
+        for name in order:
+            fns[name]()
+        if progress is not None:
+            progress(0.0, f"warm-up {i + 1}/{warmup}")
+    samples: Dict[str, List[float]] = {name: [] for name in names}
+    clock = time.perf_counter
+    gc_was_enabled = gc.isenabled()
+    gc.collect()
+    gc.disable()
+    blocks = 0
+    try:
+        start = clock()
+        while True:
+            if runs is not None:
+                left = runs - blocks * block_calls
+                if left <= 0:
+                    break
+                calls = min(block_calls, left)
+            else:
+                if blocks >= min_blocks and (clock() - start >= seconds or blocks >= max_blocks):
+                    break
+                calls = block_calls
+            if shuffle:
+                rng.shuffle(order)
+            elif blocks:
+                order.append(order.pop(0))
+            for name in order:
+                fn, out = fns[name], samples[name]
+                for _ in range(warm_calls):
+                    fn()
+                for _ in range(calls):
+                    t0 = clock()
+                    fn()
+                    out.append(clock() - t0)
+            blocks += 1
+            if progress is not None:
+                frac = (blocks * block_calls / runs) if runs is not None else (clock() - start) / seconds
+                progress(min(1.0, frac), f"block {blocks}")
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    stats = {name: summarize(samples[name]) for name in names}
+    for s in stats.values():
+        s.blocks = blocks
+    return stats
