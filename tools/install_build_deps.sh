@@ -49,7 +49,7 @@ cmake_ok() {
 cmake_ok || want+=("cmake>=$cmake_min")
 
 if [ ${#want[@]} -gt 0 ]; then
-  echo "== install_build_deps: $py -m pip install ${want[*]}"
+  echo "== install_build_deps: $py -m pip install (if missing) ${want[*]}"
   "$py" -m pip install -q --disable-pip-version-check "${want[@]}"
 fi
 hash -r
