@@ -3,7 +3,8 @@
 Optimizes ``model`` (or takes an already optimized one), runs the original and the optimized
 model on ``example_input``, and reports
 
-* per fused layer (depthwise, squeeze-excite, rerouted 1x1 conv) the max absolute and
+* per fused layer (depthwise, squeeze-excite or its gate, 1x1 conv with its residual and
+  gate, stem conv, linear, global pool) the max absolute and
   relative error of the fused op against the plain-PyTorch reference op
   (``mnv3ext.reference``) computed in float64 on the *actual* activations reaching that layer
   in the optimized model, with the layer's (folded) weights;
@@ -32,7 +33,8 @@ from torch import nn
 from . import reference
 from .nn.fused import FusedDepthwiseConv2d, FusedSqueezeExcite
 from .optimize import optimize
-from .optimize.modules import PointwiseConv2d, SameFusedDepthwiseConv2d, tf_same_pads
+from .nn.gemm import FusedConv2d, FusedLinear, FusedPointwiseConv2d, GlobalAvgPool, SqueezeExciteGate
+from .optimize.modules import SameFusedConv2d, SameFusedDepthwiseConv2d, tf_same_pads
 
 __all__ = ["check", "CheckReport", "LayerError", "OutputError", "LAYER_RTOL", "OUTPUT_RTOL"]
 
@@ -113,24 +115,47 @@ def _activation(x: torch.Tensor, name: str) -> torch.Tensor:
     return reference.apply_activation(name, x)
 
 
+def _double(t: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+    return None if t is None else t.double()
+
+
 @torch.no_grad()
-def _reference_of(m: nn.Module, x: torch.Tensor) -> Optional[torch.Tensor]:
+def _reference_of(m: nn.Module, x: torch.Tensor, kwargs: dict) -> Optional[torch.Tensor]:
     x = x.double()
     if isinstance(m, FusedDepthwiseConv2d):
         pads = m.padding
         if isinstance(m, SameFusedDepthwiseConv2d):
             pads = tf_same_pads(x.shape[-2], x.shape[-1], m.kernel_size, m.stride, m.dilation)
         return reference.dwconv2d(x, m.weight.double(), m.bias.double(), m.stride, pads, m.dilation, m.activation)
+    if isinstance(m, SqueezeExciteGate):
+        pooled = x.mean((2, 3))
+        hidden = _activation(F.linear(pooled, m.fc1_weight.double(), m.fc1_bias.double()), m.activation)
+        return _activation(F.linear(hidden, m.fc2_weight.double(), m.fc2_bias.double()), m.gate)
     if isinstance(m, FusedSqueezeExcite):
         return reference.squeeze_excite(x, m.fc1_weight.double(), m.fc1_bias.double(), m.fc2_weight.double(),
                                         m.fc2_bias.double(), m.activation, m.gate)
-    if isinstance(m, PointwiseConv2d):
-        return _activation(F.conv2d(x, m.weight.double(), m.bias.double()), m.activation)
+    if isinstance(m, FusedPointwiseConv2d):
+        return reference.pointwise_conv2d(x, m.weight.double(), m.bias.double(), m.activation,
+                                          _double(kwargs.get("residual")), _double(kwargs.get("input_scale")))
+    if isinstance(m, FusedConv2d):
+        pads = m.padding
+        if isinstance(m, SameFusedConv2d):
+            pads = tf_same_pads(x.shape[-2], x.shape[-1], m.kernel_size, m.stride, m.dilation)
+        top, left, bottom, right = pads
+        y = F.conv2d(F.pad(x, (left, right, top, bottom)), m.weight.double(), m.bias.double(), m.stride, 0,
+                     m.dilation)
+        return _activation(y, m.activation)
+    if isinstance(m, FusedLinear):
+        return _activation(F.linear(x, m.weight.double(), m.bias.double()), m.activation)
+    if isinstance(m, GlobalAvgPool):
+        return x.mean((2, 3), keepdim=m.keepdim)
     return None
 
 
 _KINDS = ((SameFusedDepthwiseConv2d, "depthwise(same)"), (FusedDepthwiseConv2d, "depthwise"),
-          (FusedSqueezeExcite, "squeeze-excite"), (PointwiseConv2d, "1x1 conv"))
+          (SqueezeExciteGate, "SE gate"), (FusedSqueezeExcite, "squeeze-excite"),
+          (FusedPointwiseConv2d, "1x1 conv"), (SameFusedConv2d, "conv(same)"), (FusedConv2d, "conv"),
+          (FusedLinear, "linear"), (GlobalAvgPool, "global pool"))
 
 
 def _flatten(out: Any, prefix: str = "") -> List[tuple]:
@@ -157,8 +182,11 @@ def check(model: nn.Module, example_input: Any, *, optimized: Optional[nn.Module
     handles = []
 
     def hook(name, kind):
-        def fn(mod, inputs, output):
-            ref = _reference_of(mod, inputs[0])
+        def fn(mod, inputs, kwargs, output):
+            extra = dict(kwargs)
+            if isinstance(mod, FusedPointwiseConv2d):  # residual / input_scale passed positionally
+                extra.update(zip(("residual", "input_scale"), inputs[1:]))
+            ref = _reference_of(mod, inputs[0], extra)
             if ref is None:
                 return
             max_abs, max_rel = _errors(output, ref)
@@ -173,7 +201,7 @@ def check(model: nn.Module, example_input: Any, *, optimized: Optional[nn.Module
     for name, mod in optimized.named_modules():
         for cls, kind in _KINDS:
             if isinstance(mod, cls):
-                handles.append(mod.register_forward_hook(hook(name, kind)))
+                handles.append(mod.register_forward_hook(hook(name, kind), with_kwargs=True))
                 break
     try:
         with torch.no_grad():

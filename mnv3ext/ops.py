@@ -40,7 +40,8 @@ Ops (all inference-only, float32, CPU; none modifies its inputs):
 ``conv2d_packed(input, packed_weight, out_channels, conv_params, activation)``
     Dense convolution (groups 1; the stem) + bias + activation: im2col per output row, then the
     GEMM; reads the input through its strides (no layout copy). ``conv_params`` as for
-    ``dwconv2d_packed``.
+    ``dwconv2d_packed``; ``packed_weight`` is ``pack_gemm_weight(weight.permute(0, 2, 3, 1))``
+    of a ``(C_out, C_in, kh, kw)`` weight: its taps in NHWC order, ``k = (ky * kw + kx) * C_in + c``.
 ``linear_packed(input, packed_weight, out_features, activation)``
     ``act(input @ W.T + b)`` over the last dimension (the classifier's Linear layers).
 ``global_avg_pool(input)``

@@ -95,11 +95,12 @@ def pointwise_conv2d_packed(input, packed_weight, out_channels, activation, resi
 
 
 def conv2d_packed(input, packed_weight, out_channels, conv_params, activation):
-    """Dense convolution; ``conv_params`` as for ``dwconv2d_packed``."""
+    """Dense convolution; ``conv_params`` as for ``dwconv2d_packed``; ``packed_weight`` from
+    ``pack_gemm_weight(weight.permute(0, 2, 3, 1))`` (taps in NHWC order)."""
     kernel_size, stride, pads, dilation = conv_params[0:2], conv_params[2:4], conv_params[4:8], conv_params[8:10]
     kh, kw = kernel_size
     weight, bias = unpack_gemm_weight(packed_weight, input.shape[1] * kh * kw, out_channels)
-    weight = weight.reshape(out_channels, input.shape[1], kh, kw).to(input.dtype)
+    weight = weight.reshape(out_channels, kh, kw, input.shape[1]).permute(0, 3, 1, 2).to(input.dtype)
     top, left, bottom, right = _pads4(pads)
     x = F.pad(input, (left, right, top, bottom)) if (top, left, bottom, right) != (0, 0, 0, 0) else input
     return apply_activation(activation, F.conv2d(x, weight, bias.to(input.dtype), tuple(stride), 0,

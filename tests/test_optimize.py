@@ -324,6 +324,9 @@ def test_torch_export():
     ep = torch.export.export(o, (x,))
     targets = {str(n.target) for n in ep.graph.nodes if n.op == "call_function"}
     assert any("mnv3ext.dwconv2d_packed" in t for t in targets)
-    assert any("mnv3ext.squeeze_excite" in t for t in targets)
+    # every layer on mnv3ext ops: SE gates folded into the 1x1 convs, stem, pool and classifier
+    for op in ("se_gate_packed", "pointwise_conv2d_packed", "conv2d_packed", "global_avg_pool", "linear_packed"):
+        assert any(f"mnv3ext.{op}" in t for t in targets), op
+    assert not any("aten.convolution" in t or "aten.linear" in t or "aten.addmm" in t for t in targets), targets
     with torch.no_grad():
         assert_close(ep.module()(x), m(x))

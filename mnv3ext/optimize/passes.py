@@ -113,15 +113,17 @@ def _order_of(gm: fx.GraphModule):
 
 @torch.no_grad()
 def _agrees(gm: fx.GraphModule, inp: fx.Node, nodes: List[fx.Node], out: fx.Node, new: nn.Module,
-            channels: int, min_hw: int = 9) -> Tuple[bool, str]:
+            channels: int, min_hw: int = 9, probes: Optional[List[torch.Tensor]] = None) -> Tuple[bool, str]:
     try:
         sub = _subgraph_module(gm, inp, nodes, out).eval()
         new.eval()
     except Exception as exc:  # noqa: BLE001
         return False, f"could not isolate the matched subgraph ({type(exc).__name__})"
     g = torch.Generator().manual_seed(2)
-    for h, w in ((min_hw, min_hw + 2), (min_hw + 1, min_hw + 3)):
-        x = torch.randn(2, channels, h, w, generator=g)
+    if probes is None:
+        probes = [torch.randn(2, channels, h, w, generator=g)
+                  for h, w in ((min_hw, min_hw + 2), (min_hw + 1, min_hw + 3))]
+    for x in probes:
         try:
             ref = sub(x.clone())
             got = new(x.clone())
@@ -461,10 +463,14 @@ def run_passes(gm: fx.GraphModule, summary: OptimizeSummary, pointwise: bool = T
     fuse_squeeze_excite(gm, summary)
     fuse_depthwise(gm, summary)
     if pointwise:
+        from .gemm_passes import report_left_on_pytorch, run_gemm_passes
         reroute_pointwise(gm, summary)
+        run_gemm_passes(gm, summary)
     remove_dead_pure_nodes(gm)
     gm.graph.lint()
     gm.delete_all_unused_submodules()
     gm.recompile()
     summary.ops_after += count_ops(gm.graph)
+    if pointwise:
+        report_left_on_pytorch(gm, summary)
     return gm

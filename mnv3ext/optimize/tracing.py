@@ -6,13 +6,13 @@ from typing import Dict, Optional, Set
 from torch import fx, nn
 
 from ..nn.fused import FusedDepthwiseConv2d, FusedSqueezeExcite
-from .modules import PointwiseConv2d
+from ..nn.gemm import FusedConv2d, FusedLinear, FusedPointwiseConv2d, GlobalAvgPool
 
 __all__ = ["MatchTracer", "trace"]
 
 # Modules whose forward is never traced into: their call is the pattern element.
 _ALWAYS_LEAF = (nn.Conv2d, nn.Linear, nn.modules.batchnorm._BatchNorm, FusedDepthwiseConv2d,
-                FusedSqueezeExcite, PointwiseConv2d)
+                FusedSqueezeExcite, FusedPointwiseConv2d, FusedConv2d, FusedLinear, GlobalAvgPool)
 
 
 class MatchTracer(fx.Tracer):

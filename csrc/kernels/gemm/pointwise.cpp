@@ -113,6 +113,36 @@ ConvShape make_conv_shape(int64_t batch, int64_t in_c, int64_t in_h, int64_t in_
                    stride_w, dilation_h, dilation_w, pad_top, pad_left, activation};
 }
 
+namespace {
+
+// One output row's im2col: col[ox, (ky * kw + kx) * C + c] = input(n, c, iy, ix), zero outside.
+// NHWC input (channels contiguous, pixels dense): each in-bounds (ky, kx) tap of a pixel is a run
+// of C contiguous floats; any other layout gathers element by element.
+void im2col_row(const ConvShape& s, const float* image, int64_t sc, int64_t sh, int64_t sw,
+                int64_t oy, float* col) {
+  const int64_t k = s.in_c * s.kernel_h * s.kernel_w, C = s.in_c;
+  const bool nhwc = sc == 1 && sw == C;
+  for (int64_t ox = 0; ox < s.out_w; ++ox) {
+    float* dst = col + ox * k;
+    for (int ky = 0; ky < s.kernel_h; ++ky) {
+      const int64_t iy = oy * s.stride_h - s.pad_top + int64_t(ky) * s.dilation_h;
+      const bool row_in = iy >= 0 && iy < s.in_h;
+      for (int kx = 0; kx < s.kernel_w; ++kx, dst += C) {
+        const int64_t ix = ox * s.stride_w - s.pad_left + int64_t(kx) * s.dilation_w;
+        if (!row_in || ix < 0 || ix >= s.in_w) {
+          std::fill(dst, dst + C, 0.0f);
+        } else if (nhwc) {
+          std::copy(image + iy * sh + ix * C, image + iy * sh + ix * C + C, dst);
+        } else {
+          for (int64_t c = 0; c < C; ++c) dst[c] = image[c * sc + iy * sh + ix * sw];
+        }
+      }
+    }
+  }
+}
+
+}  // namespace
+
 void conv2d_gemm(const ConvShape& s, const float* input, const int64_t in_strides[4],
                  const float* packed, float* output, int threads) {
   const KernelTable& kernels = active_kernels();
@@ -120,24 +150,11 @@ void conv2d_gemm(const ConvShape& s, const float* input, const int64_t in_stride
   if (rows == 0) return;
   const int64_t by_size = std::max<int64_t>(1, rows * s.out_w * k * s.out_c / kMinMacsPerThread);
   threads = int(std::max<int64_t>(1, std::min<int64_t>({threads, by_size, rows})));
-  const int64_t sn = in_strides[0], sc = in_strides[1], sh = in_strides[2], sw = in_strides[3];
   auto body = [&](int64_t r0, int64_t r1) {
     float* col = im2col_buffer(s.out_w * k);
     for (int64_t r = r0; r < r1; ++r) {  // one output row: im2col (out_w x k), then the GEMM
       const int64_t n = r / s.out_h, oy = r % s.out_h;
-      const float* image = input + n * sn;
-      for (int64_t ox = 0; ox < s.out_w; ++ox) {
-        float* dst = col + ox * k;
-        for (int64_t c = 0; c < s.in_c; ++c)
-          for (int ky = 0; ky < s.kernel_h; ++ky) {
-            const int64_t iy = oy * s.stride_h - s.pad_top + int64_t(ky) * s.dilation_h;
-            const bool row_in = iy >= 0 && iy < s.in_h;
-            for (int kx = 0; kx < s.kernel_w; ++kx) {
-              const int64_t ix = ox * s.stride_w - s.pad_left + int64_t(kx) * s.dilation_w;
-              *dst++ = row_in && ix >= 0 && ix < s.in_w ? image[c * sc + iy * sh + ix * sw] : 0.0f;
-            }
-          }
-      }
+      im2col_row(s, input + n * in_strides[0], in_strides[1], in_strides[2], in_strides[3], oy, col);
       const GemmArgs g{s.out_w, k, s.out_c, col, k, packed, output + r * s.out_w * s.out_c, s.out_c,
                        nullptr, 0, nullptr, 1, s.activation};
       kernels.gemm_tiles(g, 0, s.out_w, 0, gemm_panels(s.out_c));

@@ -36,7 +36,7 @@ ConvShape make_conv_shape(int64_t batch, int64_t in_c, int64_t in_h, int64_t in_
 // Dense (groups = 1) convolution: input element (n, c, y, x) at
 // input[n * in_strides[0] + c * in_strides[1] + y * in_strides[2] + x * in_strides[3]] (any
 // layout); output NHWC (N, out_h, out_w, out_c) contiguous. packed: pack_gemm_weights of the
-// (out_c, in_c * kh * kw) weight.
+// weight in (out_c, kh, kw, in_c) order (NHWC taps: k = (ky * kw + kx) * in_c + c).
 void conv2d_gemm(const ConvShape& shape, const float* input, const int64_t in_strides[4],
                  const float* packed, float* output, int threads);
 

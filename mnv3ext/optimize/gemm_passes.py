@@ -1,0 +1,207 @@
+"""Rewrites that put the rest of a MobileNetV3 on mnv3ext's GEMM kernels, after the depthwise, SE
+and 1x1 passes (``passes.py``): dense convolutions (the stem), fully-connected layers (the
+classifier), global average pools (the head), residual adds fused into the 1x1 convolution
+before them, squeeze-excite gates folded into the 1x1 convolution after them; and the report of
+every compute layer left on PyTorch.
+"""
+from __future__ import annotations
+
+import operator
+import torch
+import torch.nn.functional as F
+from torch import fx, nn
+
+from ..nn.fused import FusedDepthwiseConv2d, FusedSqueezeExcite
+from ..nn.gemm import (GEMM_ACTIVATIONS, FusedConv2d, FusedLinear, FusedPointwiseConv2d, GlobalAvgPool,
+                       SqueezeExciteGate)
+from .modules import SameFusedConv2d
+from .passes import _agrees, _commit, _describe, _install, _module_uses, _order_of, _scope, _single_user
+from .patterns import classify_activation, conv_spec, linear_spec, module_of, pool_input, zero_pad_spec
+from .summary import OptimizeSummary
+
+__all__ = ["convert_dense_convs", "convert_linears", "convert_pools", "fuse_residual_adds",
+           "fold_se_into_pointwise", "report_left_on_pytorch"]
+
+
+def _take_activation(gm: fx.GraphModule, node: fx.Node):
+    """(nodes, out, name) of the activation applied to ``node`` alone, if the GEMM epilogue has it."""
+    user = _single_user(node)
+    act = classify_activation(gm, user) if user is not None else None
+    if act is not None and act[1] is node and act[0] in GEMM_ACTIVATIONS \
+            and all(len(n.users) == 1 for n in act[2][:-1]):
+        return act[2], act[2][-1], act[0]
+    return [], node, "none"
+
+
+def convert_dense_convs(gm: fx.GraphModule, summary: OptimizeSummary) -> None:
+    """groups=1 convolutions left after the 1x1 pass (the stem) -> FusedConv2d (+ pad, + act)."""
+    uses = _module_uses(gm.graph)
+    for node in list(gm.graph.nodes):
+        if node not in gm.graph.nodes:
+            continue
+        spec, _ = conv_spec(gm, node)
+        if spec is None or spec.groups != 1:
+            continue
+        where = _describe(node)
+        if max(spec.kernel_size) > 7:
+            summary.unfused.append((where, "conv", f"kernel {spec.kernel_size} > 7"))
+            continue
+        if node.op == "call_module" and uses.get(node.target, 0) != 1:
+            summary.unfused.append((where, "conv", "module called more than once"))
+            continue
+        nodes, inp, pads = [node], spec.input, spec.padding
+        pad = zero_pad_spec(gm, inp)
+        if pad is not None and pads != "tf_same" and len(inp.users) == 1:
+            nodes.insert(0, inp)
+            inp = pad[0]
+            pads = [a + b for a, b in zip(pads, pad[1])]
+        act_nodes, out, activation = _take_activation(gm, node)
+        nodes += act_nodes
+        if pads == "tf_same":
+            new = SameFusedConv2d(spec.weight, spec.bias, spec.stride, spec.dilation, activation)
+        else:
+            new = FusedConv2d(spec.weight, spec.bias, spec.stride, pads, spec.dilation, activation)
+        k = spec.kernel_size
+        min_hw = max(spec.dilation[0] * (k[0] - 1), spec.dilation[1] * (k[1] - 1)) + 5
+        ok, why = _agrees(gm, inp, nodes, out, new, spec.weight.shape[1], min_hw=min_hw)
+        if not ok:
+            summary.unfused.append((where, "conv", why))
+            continue
+        preferred = node.target if node.op == "call_module" else None
+        target = _install(gm, preferred, f"{_scope(node) or 'conv'}_fused", new)
+        _commit(gm, nodes, out, target, inp)
+        summary.dense_conv.append((target, f"{spec.weight.shape[1]}->{spec.weight.shape[0]} k{k[0]}x{k[1]} "
+                                           f"s{spec.stride[0]} +{activation}"))
+
+
+@torch.no_grad()
+def _linear_agrees(gm, inp, nodes, out, new, in_features: int):
+    g = torch.Generator().manual_seed(3)
+    probes = [torch.randn(2, in_features, generator=g), torch.randn(3, in_features, generator=g)]
+    return _agrees(gm, inp, nodes, out, new, in_features, probes=probes)
+
+
+def convert_linears(gm: fx.GraphModule, summary: OptimizeSummary) -> None:
+    """nn.Linear / F.linear with constant weights (+ activation) -> FusedLinear."""
+    uses = _module_uses(gm.graph)
+    for node in list(gm.graph.nodes):
+        if node not in gm.graph.nodes:
+            continue
+        spec = linear_spec(gm, node)
+        if spec is None or spec[3] or spec[1].dim() != 2:
+            continue
+        if node.op == "call_module" and uses.get(node.target, 0) != 1:
+            summary.unfused.append((_describe(node), "linear", "module called more than once"))
+            continue
+        inp, weight, bias, _ = spec
+        act_nodes, out, activation = _take_activation(gm, node)
+        new = FusedLinear(weight, bias, activation)
+        ok, why = _linear_agrees(gm, inp, [node] + act_nodes, out, new, weight.shape[1])
+        if not ok:
+            summary.unfused.append((_describe(node), "linear", why))
+            continue
+        preferred = node.target if node.op == "call_module" else None
+        target = _install(gm, preferred, f"{_scope(node) or 'linear'}_fused", new)
+        _commit(gm, [node] + act_nodes, out, target, inp)
+        summary.linear.append((target, f"{weight.shape[1]}->{weight.shape[0]} +{activation}"))
+
+
+def convert_pools(gm: fx.GraphModule, summary: OptimizeSummary) -> None:
+    """Global average pools (AdaptiveAvgPool2d(1), mean over H, W) -> GlobalAvgPool."""
+    for node in list(gm.graph.nodes):
+        if node not in gm.graph.nodes or isinstance(module_of(gm, node), GlobalAvgPool):
+            continue
+        found = pool_input(gm, node)
+        if found is None:
+            continue
+        inp, keepdim = found
+        new = GlobalAvgPool(keepdim)
+        ok, why = _agrees(gm, inp, [node], node, new, 8, min_hw=3)
+        if not ok:
+            summary.unfused.append((_describe(node), "global average pool", why))
+            continue
+        preferred = node.target if node.op == "call_module" else None
+        target = _install(gm, preferred, f"{_scope(node) or 'pool'}_fused", new)
+        _commit(gm, [node], node, target, inp)
+        summary.pooling.append((target, "keepdim" if keepdim else "flattened"))
+
+
+_ADDS = (operator.add, operator.iadd, torch.add)
+
+
+def _is_plain_add(node: fx.Node) -> bool:
+    if node.op == "call_function" and node.target in _ADDS:
+        return len(node.args) == 2 and not node.kwargs
+    return node.op == "call_method" and node.target in ("add", "add_") and len(node.args) == 2 and not node.kwargs
+
+
+def _pointwise_node(gm: fx.GraphModule, node) -> bool:
+    return isinstance(node, fx.Node) and isinstance(module_of(gm, node), FusedPointwiseConv2d)
+
+
+def fuse_residual_adds(gm: fx.GraphModule, summary: OptimizeSummary) -> None:
+    """``pointwise(x) + r`` -> ``pointwise(x, residual=r)``: the add happens in the GEMM's epilogue.
+    (A residual of another shape is added outside the kernel at run time, as PyTorch would.)"""
+    order = _order_of(gm)
+    for node in list(gm.graph.nodes):
+        if node not in gm.graph.nodes or not _is_plain_add(node):
+            continue
+        for pw, other in (node.args, node.args[::-1]):
+            if not _pointwise_node(gm, pw) or len(pw.users) != 1 or not isinstance(other, fx.Node):
+                continue
+            if len(pw.args) > 1 or pw.kwargs.get("residual") is not None or order(other) > order(pw):
+                continue
+            pw.kwargs = {**pw.kwargs, "residual": other}
+            node.replace_all_uses_with(pw)
+            gm.graph.erase_node(node)
+            summary.residual_fused.append(str(pw.target))
+            break
+
+
+def fold_se_into_pointwise(gm: fx.GraphModule, summary: OptimizeSummary) -> None:
+    """``pointwise(se(x))`` -> ``pointwise(x, input_scale=gate(x))``: the gated tensor is never written."""
+    for node in list(gm.graph.nodes):
+        se = module_of(gm, node)
+        if type(se) is not FusedSqueezeExcite or len(node.users) != 1:
+            continue
+        pw = next(iter(node.users))
+        if not _pointwise_node(gm, pw) or pw.args[0] is not node or node in pw.args[1:] \
+                or node in pw.kwargs.values() or pw.kwargs.get("input_scale") is not None:
+            continue
+        gm.add_submodule(node.target, SqueezeExciteGate.from_fused(se))
+        pw.args = (node.args[0],) + tuple(pw.args[1:])
+        pw.kwargs = {**pw.kwargs, "input_scale": node}
+        summary.se_folded.append((str(node.target), str(pw.target)))
+
+
+# Modules and functions that compute something (as opposed to reshapes, dropout in eval, ...).
+_COMPUTE_MODULES = (nn.Conv2d, nn.Linear, nn.modules.batchnorm._BatchNorm, nn.ReLU, nn.ReLU6, nn.Hardswish,
+                    nn.Hardsigmoid, nn.Sigmoid, nn.SiLU, nn.AdaptiveAvgPool2d, nn.AvgPool2d, nn.MaxPool2d)
+_COMPUTE_FUNCTIONS = (F.conv2d, torch.conv2d, F.linear, F.relu, F.relu6, F.hardswish, F.hardsigmoid,
+                      torch.sigmoid, F.adaptive_avg_pool2d, F.avg_pool2d, torch.mean, F.batch_norm)
+_OURS = (FusedDepthwiseConv2d, FusedSqueezeExcite, FusedPointwiseConv2d, FusedConv2d, FusedLinear,
+         GlobalAvgPool)
+
+
+def report_left_on_pytorch(gm: fx.GraphModule, summary: OptimizeSummary) -> None:
+    """Every compute layer still run by PyTorch, with the reason recorded by the pass that left it
+    (or that mnv3ext has no kernel for it)."""
+    reasons = {where: f"{what}: {why}" for where, what, why in summary.unfused}
+    for node in gm.graph.nodes:
+        m = module_of(gm, node)
+        if m is not None:
+            if isinstance(m, _OURS) or not isinstance(m, _COMPUTE_MODULES):
+                continue
+        elif not (node.op == "call_function" and node.target in _COMPUTE_FUNCTIONS):
+            continue
+        where = _describe(node)
+        summary.left_on_pytorch.append((where, reasons.get(where, "no mnv3ext kernel for this op here")))
+
+
+def run_gemm_passes(gm: fx.GraphModule, summary: OptimizeSummary) -> None:
+    convert_dense_convs(gm, summary)
+    convert_linears(gm, summary)
+    convert_pools(gm, summary)
+    fuse_residual_adds(gm, summary)
+    fold_se_into_pointwise(gm, summary)
+    gm.graph.lint()
