@@ -144,7 +144,7 @@ def _mib(n: int) -> str:
 
 def format_op_table(rows: List[Dict[str, object]], sums: List[Dict[str, object]],
                     header: Optional[str] = None) -> str:
-    """Markdown: one table per kind, then the Large sums; ready to paste into the README."""
+    """Markdown: one table per kind, then the Large sums; ready to paste into docs/performance.md."""
     lines: List[str] = []
     if header:
         lines += ["```", header, "```", ""]

@@ -34,7 +34,7 @@ from .validate import check_optimizable
 
 __all__ = ["optimize", "OptimizeSummary", "DEFAULT_MEMORY_FORMAT", "PointwiseConv2d", "SameFusedDepthwiseConv2d"]
 
-# Chosen by measurement (bench/bench_models.py; README): NHWC end to end is faster on CPU.
+# Chosen by measurement (bench/bench_models.py; docs/performance.md): NHWC end to end is faster on CPU.
 DEFAULT_MEMORY_FORMAT = torch.channels_last
 
 _LEAF_ONLY = (nn.Conv2d, nn.Linear, nn.modules.batchnorm._BatchNorm)
