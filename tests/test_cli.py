@@ -54,7 +54,10 @@ def test_bench_end_to_end_json_validates(tiny_run):
     jsonschema.validate(doc, BENCH_SCHEMA)  # the documented schema, checked by jsonschema itself
     validate(doc)
     assert doc["settings"]["model"] == "small" and doc["settings"]["size"] == 64
-    assert doc["settings"]["runs"] == 3 and doc["settings"]["rounds"] == 3
+    # 3 timed calls per backend: one alternating block (5 calls per block by default, shortened)
+    assert doc["settings"]["runs"] == 3 and doc["settings"]["rounds"] == 1
+    assert doc["settings"]["timing"] == "alternating-blocks" and doc["settings"]["block_calls"] == 5
+    assert doc["schema_version"] == 2
     assert doc["machine"]["isa_in_use"] == mnv3ext.current_isa()
     assert [r["backend"] for r in doc["results"]] == ["eager", "eager-cl", "mnv3ext"]
     for r in doc["results"]:

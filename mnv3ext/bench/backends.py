@@ -9,7 +9,11 @@
 ``mnv3ext-nchw``   ``optimize(model, memory_format=torch.contiguous_format)``: NCHW kernels
 ``compile``        ``torch.compile(model, options={"freezing": True})`` (inductor)
 ``mnv3ext-compile``  ``torch.compile(optimize(model), options={"freezing": True})``
-``onnxruntime``    ONNX export of the eager model, ONNX Runtime CPU provider, fp32
+``onnxruntime``    ONNX export of the eager model, ONNX Runtime CPU provider, fp32, ORT's default
+                   session options (its intra-op pool spins after each call) but
+                   ``intra_op_num_threads`` = the thread count
+``onnxruntime-nospin``  the same with ``session.intra_op.allow_spinning = 0`` (an extra, not in
+                   the default list)
 ``openvino``       the same ONNX file, OpenVINO CPU plugin, fp32 (``INFERENCE_PRECISION_HINT=f32``:
                    on CPUs with bf16/AMX OpenVINO would otherwise silently run in bf16)
 =================  ==========================================================================
@@ -18,8 +22,10 @@ Every backend is prepared by a function that returns a :class:`Prepared` or rais
 :class:`BackendUnavailable` (reported as *skipped*: optional runtime not installed, feature
 absent in this build); any other exception is reported as *error* with its message. Thread
 counts: torch via ``torch.set_num_threads`` (set by the caller), ONNX Runtime
-``intra_op_num_threads`` (spinning off, so its idle workers do not steal the CPU from the
-backends interleaved with it), OpenVINO ``INFERENCE_NUM_THREADS``.
+``intra_op_num_threads``, OpenVINO ``INFERENCE_NUM_THREADS``. Each runtime otherwise runs as its
+users get it (ORT's spinning pool included); the whole-model bench times the backends in
+alternating blocks (:func:`mnv3ext.bench.timing.alternating_blocks`) so a pool spinning after
+its last call steals the cores only from the next block's untimed warm call.
 """
 from __future__ import annotations
 
@@ -202,26 +208,26 @@ def _onnx_file(ctx: Context) -> Dict[str, Any]:
     return ctx._onnx
 
 
-def _onnxruntime(ctx: Context) -> Prepared:
-    ort = import_optional("onnxruntime")
-    onnx = _onnx_file(ctx)
-    t0 = time.perf_counter()
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = ctx.threads
-    so.inter_op_num_threads = 1
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    so.log_severity_level = 3
-    sess = ort.InferenceSession(onnx["path"], sess_options=so, providers=["CPUExecutionProvider"])
-    feed = {sess.get_inputs()[0].name: ctx.x.numpy()}
-    setup = onnx["seconds"] + time.perf_counter() - t0
+def _onnxruntime_variant(name: str, spinning: bool):
+    def prep(ctx: Context) -> Prepared:
+        import_optional("onnxruntime")
+        import onnxruntime as ort
 
-    def call():
-        return sess.run(None, feed)[0]
-    return Prepared("onnxruntime", call, setup, details={
-        "version": getattr(ort, "__version__", None), "exporter": onnx["exporter"],
-        "intra_op_num_threads": ctx.threads, "allow_spinning": False})
+        from .ort import session
+
+        onnx = _onnx_file(ctx)
+        t0 = time.perf_counter()
+        sess = session(onnx["path"], ctx.threads, spinning=spinning)
+        feed = {sess.get_inputs()[0].name: ctx.x.numpy()}
+        setup = onnx["seconds"] + time.perf_counter() - t0
+
+        def call():
+            return sess.run(None, feed)[0]
+        return Prepared(name, call, setup, details={
+            "version": getattr(ort, "__version__", None), "exporter": onnx["exporter"],
+            "intra_op_num_threads": ctx.threads, "allow_spinning": spinning,
+            "session_options": "defaults" + ("" if spinning else " + session.intra_op.allow_spinning=0")})
+    return prep
 
 
 def _openvino(ctx: Context) -> Prepared:
@@ -254,10 +260,11 @@ BACKENDS: Dict[str, Callable[[Context], Prepared]] = {
     "mnv3ext-nchw": _mnv3ext_variant("mnv3ext-nchw", torch.contiguous_format),
     "compile": _compile,
     "mnv3ext-compile": _mnv3ext_compile,
-    "onnxruntime": _onnxruntime,
+    "onnxruntime": _onnxruntime_variant("onnxruntime", True),
+    "onnxruntime-nospin": _onnxruntime_variant("onnxruntime-nospin", False),
     "openvino": _openvino,
 }
-DEFAULT_BACKENDS = tuple(BACKENDS)
+DEFAULT_BACKENDS = tuple(b for b in BACKENDS if b != "onnxruntime-nospin")  # the variant on request
 
 
 def prepare(name: str, ctx: Context) -> Prepared:

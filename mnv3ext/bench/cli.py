@@ -65,7 +65,7 @@ def _csv(allowed: Sequence[str], aliases: Optional[Dict[str, str]] = None):
 
 def _add_timing(p: argparse.ArgumentParser, default_seconds: float, per: str = "") -> None:
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--runs", type=_int_at_least(1), help=f"timed rounds{per}")
+    g.add_argument("--runs", type=_int_at_least(1), help=f"timed rounds (bench: timed calls per backend){per}")
     g.add_argument("--seconds", type=_positive_float,
                    help=f"time budget of the timed rounds{per} (default {default_seconds:g}; at least 3 rounds)")
     p.add_argument("--warmup", type=_int_at_least(0), default=5, help="warm-up rounds, not timed (default 5)")
@@ -106,7 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser(
         "bench", help="whole-model benchmark: eager vs mnv3ext vs torch.compile vs ONNX Runtime / OpenVINO",
-        description="Times every backend interleaved round-robin in one process (warm-up excluded, medians) "
+        description="Times every backend in alternating blocks in one process (per block and backend a warm "
+                    "call, then --block-calls timed calls; warm-up excluded, medians) "
                     "on MobileNetV3 with fixed random weights, and checks each backend's output against eager.",
     )
     b.add_argument("--model", choices=MODELS, default="large", help="default: large")
@@ -118,9 +119,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_timing(b, DEFAULT_SECONDS)
     b.add_argument("--backends", type=_csv(tuple(BACKENDS)), default=list(DEFAULT_BACKENDS),
                    help=f"comma-separated subset of: {', '.join(BACKENDS)} (default: all)")
+    b.add_argument("--block-calls", type=_int_at_least(1), default=5,
+                   help="timed calls per backend per alternating block, after one untimed warm call (default 5)")
     b.add_argument("--per-layer", action="store_true",
                    help="also time every block (stem, inverted residuals, last conv, head) of the eager and "
-                        "mnv3ext module backends")
+                        "mnv3ext module backends, and ONNX Runtime's per-block times from its profiler")
     b.add_argument("--json", metavar="FILE", help="write the results (versioned schema, see mnv3ext.bench.schema)")
     b.add_argument("--plot", metavar="FILE.png", help="bar chart of the latencies (needs matplotlib)")
     b.add_argument("--label", help="free-text name of this machine/run, shown by report")
@@ -192,7 +195,7 @@ def run_bench(args: argparse.Namespace, log=lambda msg: None, progress=None) -> 
     from .models import as_tensor, build_model, compare, example_input
     from .per_layer import PER_LAYER_BACKENDS, measure_per_layer
     from .schema import SCHEMA_ID, SCHEMA_VERSION, clean_floats
-    from .timing import interleaved
+    from .timing import alternating_blocks
 
     threads = args.threads or torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -237,9 +240,9 @@ def run_bench(args: argparse.Namespace, log=lambda msg: None, progress=None) -> 
             if progress is not None:
                 progress.set_stage("timing " + ", ".join(prepared))
             with torch.inference_mode():
-                stats = interleaved({n: p.call for n, p in prepared.items()}, warmup=args.warmup, runs=args.runs,
-                                    seconds=seconds, progress=progress)
-            rounds = next(iter(stats.values())).n
+                stats = alternating_blocks({n: p.call for n, p in prepared.items()}, block_calls=args.block_calls,
+                                           warmup=args.warmup, runs=args.runs, seconds=seconds, progress=progress)
+            rounds = next(iter(stats.values())).blocks
             eager = stats["eager"].median if "eager" in stats else None
             for entry in results:
                 s = stats.get(entry["backend"])
@@ -258,6 +261,13 @@ def run_bench(args: argparse.Namespace, log=lambda msg: None, progress=None) -> 
                 progress.set_stage("per-layer timing")
             per_layer = measure_per_layer(model, x, wanted, warmup=args.warmup, runs=args.runs, seconds=seconds,
                                           progress=progress)
+            ort_names = [b for b in ("onnxruntime", "onnxruntime-nospin") if b in prepared]
+            if ort_names and per_layer["rows"]:
+                from .per_layer import add_ort_per_block
+
+                if progress is not None:
+                    progress.set_stage("ONNX Runtime profiler")
+                add_ort_per_block(per_layer, ctx, ort_names, runs=args.runs or 50, warmup=args.warmup, log=log)
 
     doc = {
         "schema": SCHEMA_ID,
@@ -267,7 +277,8 @@ def run_bench(args: argparse.Namespace, log=lambda msg: None, progress=None) -> 
         "machine": info,
         "settings": {"model": args.model, "width": args.width, "batch": args.batch, "size": args.size,
                      "threads": threads, "warmup": args.warmup, "runs": args.runs, "seconds": seconds,
-                     "rounds": rounds, "backends": list(args.backends), "per_layer": bool(args.per_layer),
+                     "rounds": rounds, "timing": "alternating-blocks", "block_calls": args.block_calls,
+                     "backends": list(args.backends), "per_layer": bool(args.per_layer),
                      "seed": args.seed, "isa": args.isa},
         "results": results,
         "per_layer": per_layer,

@@ -111,7 +111,8 @@ def assign_blocks(names: Sequence[str], blocks: int) -> List[int]:
 
 def per_block_us(per_run: Sequence[Sequence[Tuple[str, str, float]]], blocks: int) -> Dict[str, Any]:
     """{"median_us": [per row: median over runs of the row's summed node times], "p10_us",
-    "p90_us", "nodes": [per row: node names], "runs": n}."""
+    "p90_us", "total_us" (sum of the medians), "run_total_us" (median over runs of all node times),
+    "nodes": [per row: node names], "runs": n}."""
     from .timing import summarize
 
     sums = [[0.0] * blocks for _ in per_run]
@@ -127,7 +128,9 @@ def per_block_us(per_run: Sequence[Sequence[Tuple[str, str, float]]], blocks: in
         "median_us": [s.median if s else None for s in stats],
         "p10_us": [s.p10 if s else None for s in stats],
         "p90_us": [s.p90 if s else None for s in stats],
-        "total_us": statistics.median(sum(s) for s in sums) if sums else None,
+        # as the torch backends' per-layer totals: the sum of the per-block medians
+        "total_us": sum(s.median for s in stats if s) if sums else None,
+        "run_total_us": statistics.median(sum(s) for s in sums) if sums else None,
         "nodes": nodes,
         "runs": len(per_run),
     }

@@ -6,6 +6,13 @@ block sees inside that backend's model (so layouts between blocks are the backen
 all (block, backend) pairs are timed interleaved round-robin, warm-up excluded, medians.
 For the mnv3ext backends each block is ``mnv3ext.optimize``d on its own, with the backend's
 memory format: the optimized whole model is one flat graph, whose fusions never cross a block.
+
+ONNX Runtime's per-block times (:func:`add_ort_per_block`) come from its profiler instead: the
+session (default options, as in the whole-model bench) runs the whole model with
+``enable_profiling``; each node's kernel time in the JSON trace is charged to a block by its ONNX
+scope name (:mod:`mnv3ext.bench.ort`), per run summed per block, medians over the runs. They are
+kernel times inside one whole-model run (no per-call Python/session overhead, the NCHWc layout
+carried between blocks), which the standalone blocks of the torch backends cannot have.
 """
 from __future__ import annotations
 
@@ -17,7 +24,7 @@ from .backends import BackendUnavailable, _optimize_fn
 from .models import Segment, fold_batchnorms, segments
 from .timing import interleaved
 
-__all__ = ["PER_LAYER_BACKENDS", "measure_per_layer", "format_per_layer"]
+__all__ = ["PER_LAYER_BACKENDS", "measure_per_layer", "add_ort_per_block", "format_per_layer"]
 
 # backend -> (memory format of its input, how its blocks are made from the eager model's blocks)
 PER_LAYER_BACKENDS = ("eager", "eager-cl", "mnv3ext", "mnv3ext-cl", "mnv3ext-nchw")
@@ -98,26 +105,83 @@ def measure_per_layer(model: torch.nn.Module, x: torch.Tensor, backends: Sequenc
     return {"backends": list(chains), "unavailable": unavailable, "rows": rows, "total_ms": total}
 
 
+def add_ort_per_block(per_layer: Dict[str, Any], ctx, backends: Sequence[str], *, runs: int = 50,
+                      warmup: int = 3, log: Callable[[str], None] = lambda msg: None) -> None:
+    """Adds ONNX Runtime's per-block times (profiler) to ``per_layer`` in place: per row
+    ``ort_us`` {backend: µs} and ``ort_nodes`` {backend: node count}, and ``per_layer["ort"]``
+    {backend: {runs, total_us (sum of the rows' medians), run_total_us (median over runs of all
+    node times), nodes, unassigned}} (``unassigned``: nodes no row took; always 0, as
+    every node goes to a row). ``backends``: onnxruntime and/or onnxruntime-nospin."""
+    from .ort import per_block_us, profile_runs
+
+    onnx = ctx._onnx
+    if "path" not in onnx:
+        return
+    rows = per_layer["rows"]
+    info = per_layer.setdefault("ort", {})
+    for b in backends:
+        try:
+            feed = {"input": ctx.x.numpy()}
+            per_run = profile_runs(onnx["path"], feed, ctx.threads, max(3, min(runs, 200)), ctx.workdir,
+                                   warmup=warmup, spinning=(b != "onnxruntime-nospin"))
+        except Exception as e:  # noqa: BLE001 - the torch rows stay
+            per_layer.setdefault("unavailable", {})[b] = f"profiler: {type(e).__name__}: {e}".splitlines()[0][:300]
+            log(f"ONNX Runtime profiler ({b}): {e}")
+            continue
+        blocks = per_block_us(per_run, len(rows))
+        for r, us, nodes in zip(rows, blocks["median_us"], blocks["nodes"]):
+            r.setdefault("ort_us", {})[b] = us
+            r.setdefault("ort_nodes", {})[b] = len(nodes)
+        info[b] = {"runs": blocks["runs"], "total_us": blocks["total_us"], "run_total_us": blocks["run_total_us"],
+                   "nodes": sum(len(n) for n in blocks["nodes"]), "unassigned": 0}
+
+
 def format_per_layer(per_layer: Dict[str, Any], whole_model_ms: Optional[Dict[str, float]] = None) -> str:
     """Markdown table: one row per block, one column per backend (ms), plus sum and whole model."""
     backends = per_layer["backends"]
+    ort = list(per_layer.get("ort") or {})
+    ours = next((b for b in backends if b.startswith("mnv3ext")), None)
     lines = []
     if backends:
         base = backends[0]
         head = "| # | block | " + " | ".join(f"{b} ms" for b in backends)
         if len(backends) > 1:
             head += " | " + " | ".join(f"{base}/{b}" for b in backends[1:])
-        lines += [head + " |", "|" + "---|" * (head.count("|"))]
+        for o in ort:
+            head += f" | {o} µs (profiler)" + (f" | {ours}/{o}" if ours else "")
+        lines += [head + " |", "|" + "---|" * head.count("|")]
+
+        def ort_cells(us_by_backend, ours_ms):
+            cells = []
+            for o in ort:
+                us = us_by_backend.get(o)
+                cells.append("–" if us is None else f"{us:.1f}")
+                if ours:
+                    cells.append("–" if not us or ours_ms is None else f"{ours_ms * 1e3 / us:.2f}")
+            return cells
+
         for r in per_layer["rows"]:
             cells = [f"{r['median_ms'][b]:.3f}" + ("*" if b in r.get("notes", {}) else "") for b in backends]
             ratios = [f"{r['median_ms'][base] / r['median_ms'][b]:.2f}×" for b in backends[1:]]
-            lines.append(f"| {r['index']} | {r['name']} | " + " | ".join(cells + ratios) + " |")
+            extra = ort_cells(r.get("ort_us", {}), r["median_ms"].get(ours) if ours else None)
+            lines.append(f"| {r['index']} | {r['name']} | " + " | ".join(cells + ratios + extra) + " |")
         tot = per_layer["total_ms"]
         ratios = [f"{tot[base] / tot[b]:.2f}×" for b in backends[1:]]
-        lines.append("| | **sum of blocks** | " + " | ".join([f"{tot[b]:.3f}" for b in backends] + ratios) + " |")
+        ort_tot = {o: per_layer["ort"][o]["total_us"] for o in ort}
+        extra = ort_cells(ort_tot, tot.get(ours) if ours else None)
+        lines.append("| | **sum of blocks** | " + " | ".join([f"{tot[b]:.3f}" for b in backends] + ratios + extra) + " |")
         if whole_model_ms:
             cells = [f"{whole_model_ms[b]:.3f}" if b in whole_model_ms else "" for b in backends]
-            lines.append("| | whole model | " + " | ".join(cells + [""] * (len(backends) - 1)) + " |")
+            extra = []
+            for o in ort:
+                extra += [f"{whole_model_ms[o] * 1e3:.1f}" if o in whole_model_ms else ""] + ([""] if ours else [])
+            lines.append("| | whole model | " + " | ".join(cells + [""] * (len(backends) - 1) + extra) + " |")
+        if ort:
+            lines.append(f"ONNX Runtime columns: its profiler's node kernel times inside whole-model runs, charged to "
+                         f"blocks by ONNX scope name (medians over {per_layer['ort'][ort[0]]['runs']} runs); "
+                         f"{ours}/ORT = {ours} ms / ORT ms." if ours else
+                         "ONNX Runtime columns: its profiler's node kernel times inside whole-model runs, charged to "
+                         "blocks by ONNX scope name (medians).")
         noted = {(b, r["name"], t) for r in per_layer["rows"] for b, t in r.get("notes", {}).items()}
         for b, name, text in sorted(noted):
             lines.append(f"\\* {b}, {name}: {text}")

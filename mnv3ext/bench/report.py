@@ -21,11 +21,17 @@ def _f(v: Optional[float], fmt: str, empty: str = "–") -> str:
 def describe_settings(doc: Dict[str, Any]) -> str:
     s = doc["settings"]
     width = f" ×{s['width']:g}" if s["width"] != 1.0 else ""
-    timing = f"{s['runs']} runs" if s.get("runs") else f"{s['seconds']:g} s"
     rounds = f" ({s['rounds']} rounds)" if s.get("rounds") is not None else ""
+    if s.get("timing") == "alternating-blocks":
+        timing = f"{s['runs']} timed calls each" if s.get("runs") else f"{s['seconds']:g} s"
+        how = (f"backends in alternating blocks (a warm call + {s.get('block_calls')} timed calls per block), "
+               f"{timing}" + (f" ({s['rounds']} blocks)" if s.get("rounds") is not None else "")
+               + f" after {s['warmup']} warm-up calls")
+    else:  # schema version 1: call-by-call round-robin
+        timing = f"{s['runs']} runs" if s.get("runs") else f"{s['seconds']:g} s"
+        how = f"backends interleaved round-robin, {timing}{rounds} after {s['warmup']} warm-up rounds"
     return (f"{MODEL_NAMES.get(s['model'], s['model'])}{width}, batch {s['batch']}, {s['size']}×{s['size']}, "
-            f"{s['threads']} thread{'s' if s['threads'] != 1 else ''}, backends interleaved round-robin, "
-            f"{timing}{rounds} after {s['warmup']} warm-up rounds")
+            f"{s['threads']} thread{'s' if s['threads'] != 1 else ''}, {how}")
 
 
 def format_results(doc: Dict[str, Any]) -> str:

@@ -1,7 +1,13 @@
 """The JSON written by ``python -m mnv3ext bench --json FILE`` (and read by ``report``).
 
-Versioned: ``"schema": "mnv3ext-bench"`` and ``"schema_version": 1``. A reader must check both;
+Versioned: ``"schema": "mnv3ext-bench"`` and ``"schema_version": 2``. A reader must check both;
 fields may be added in a later minor change without a version bump, never removed or renamed.
+Version 2 (this one) changed how the whole-model latencies are timed -- backends in alternating
+blocks (per block and backend one warm call, then ``settings.block_calls`` timed calls) instead of
+call-by-call round-robin; ``settings.rounds`` counts blocks, ``settings.runs`` timed calls per
+backend -- made ``onnxruntime`` ORT's defaults (spinning pool; ``onnxruntime-nospin`` the old
+setting) and added ONNX Runtime's per-block profiler times to ``per_layer``. ``validate`` and
+``report`` still read version 1 files.
 All times are milliseconds unless the key says seconds. Numbers that do not exist (a skipped
 backend's latency, the speedup when eager was not run, top-1 agreement of a one-class output)
 are ``null``.
@@ -19,22 +25,29 @@ Top level
     ``top1_agreement`` against the eager output on the same input; ``setup_seconds``
     (optimize / export / session / compilation incl. the first call), ``compile_seconds``
     (first call of a ``torch.compile``d model), ``details`` (backend-specific facts).
+``settings`` (version 2 adds)
+    ``timing`` ``"alternating-blocks"``; ``block_calls`` (timed calls per backend per block).
 ``per_layer``
     ``backends``; ``unavailable`` {backend: reason}; ``rows`` [{``index``, ``name``,
     ``median_ms`` {backend: ms}, ``p10_ms``, ``p90_ms``, ``notes`` {backend: text}}]: each block
     timed on its own on the input it sees inside the model (stem, every inverted residual, the
-    last 1x1 conv, the head); ``total_ms`` {backend: sum of the medians}.
+    last 1x1 conv, the head); ``total_ms`` {backend: sum of the medians}. Version 2, when an
+    ONNX Runtime backend ran: rows' ``ort_us`` {ort backend: µs} (median over profiled runs of the
+    kernel times of the nodes charged to the block) and ``ort_nodes`` {ort backend: count};
+    ``ort`` {ort backend: {``runs``, ``total_us`` (sum of the rows' medians), ``run_total_us``,
+    ``nodes``, ``unassigned``}}.
 """
 from __future__ import annotations
 
 import math
 from typing import Any, Dict
 
-__all__ = ["SCHEMA_ID", "SCHEMA_VERSION", "BENCH_SCHEMA", "MACHINE_SCHEMA", "validate", "clean_floats",
+__all__ = ["SCHEMA_ID", "SCHEMA_VERSION", "READABLE_VERSIONS", "BENCH_SCHEMA", "MACHINE_SCHEMA", "validate", "clean_floats",
            "SchemaError"]
 
 SCHEMA_ID = "mnv3ext-bench"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 
 _num = {"type": "number"}
 _num_or_null = {"type": ["number", "null"]}
@@ -116,10 +129,17 @@ PER_LAYER_SCHEMA: Dict[str, Any] = {
                     "name": {"type": "string"},
                     "median_ms": _ms_map, "p10_ms": _ms_map, "p90_ms": _ms_map,
                     "notes": {"type": "object", "additionalProperties": {"type": "string"}},
+                    "ort_us": {"type": "object", "additionalProperties": _num_or_null},
+                    "ort_nodes": {"type": "object", "additionalProperties": {"type": "integer", "minimum": 0}},
                 },
             },
         },
         "total_ms": _ms_map,
+        "ort": {"type": "object", "additionalProperties": {
+            "type": "object", "required": ["runs", "total_us", "nodes", "unassigned"],
+            "properties": {"runs": {"type": "integer", "minimum": 0}, "total_us": _num_or_null,
+                           "run_total_us": _num_or_null, "nodes": {"type": "integer", "minimum": 0},
+                           "unassigned": {"type": "integer", "minimum": 0}}}},
     },
 }
 
@@ -141,19 +161,21 @@ SETTINGS_SCHEMA: Dict[str, Any] = {
         "per_layer": {"type": "boolean"},
         "seed": {"type": "integer"},
         "isa": _str_or_null,
+        "timing": {"enum": ["alternating-blocks"]},
+        "block_calls": {"type": "integer", "minimum": 1},
     },
 }
 
 BENCH_SCHEMA: Dict[str, Any] = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
-    "$id": "urn:mnv3ext:bench-result:v1",
+    "$id": "urn:mnv3ext:bench-result:v2",
     "title": "mnv3ext bench result",
     "description": __doc__,
     "type": "object",
     "required": ["schema", "schema_version", "created", "machine", "settings", "results", "per_layer"],
     "properties": {
         "schema": {"const": SCHEMA_ID},
-        "schema_version": {"const": SCHEMA_VERSION},
+        "schema_version": {"enum": list(READABLE_VERSIONS)},
         "created": {"type": "string"},
         "label": _str_or_null,
         "machine": MACHINE_SCHEMA,
@@ -180,15 +202,15 @@ def clean_floats(obj: Any) -> Any:
 
 
 def validate(doc: Any) -> None:
-    """Raise SchemaError unless ``doc`` is a bench result of this schema version.
+    """Raise SchemaError unless ``doc`` is a bench result of a readable schema version (1 or 2).
 
     Uses the ``jsonschema`` package when installed (full check), else checks the identity,
     version and top-level keys only."""
     if not isinstance(doc, dict) or doc.get("schema") != SCHEMA_ID:
         raise SchemaError(f"not an mnv3ext bench result (expected \"schema\": \"{SCHEMA_ID}\")")
-    if doc.get("schema_version") != SCHEMA_VERSION:
+    if doc.get("schema_version") not in READABLE_VERSIONS:
         raise SchemaError(f"schema_version {doc.get('schema_version')!r} is not supported "
-                          f"(this mnv3ext reads version {SCHEMA_VERSION})")
+                          f"(this mnv3ext reads versions {', '.join(map(str, READABLE_VERSIONS))})")
     try:
         import jsonschema
     except ImportError:
