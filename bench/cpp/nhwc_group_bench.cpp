@@ -32,8 +32,12 @@ namespace {
 
 // ns per 512-bit FMA at full throughput: 12 independent chains in registers.
 __attribute__((noinline)) double fma_ns() {
-  __m512 a0 = _mm512_set1_ps(0.1f), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0,
-         a7 = a0, a8 = a0, a9 = a0, a10 = a0, a11 = a0;
+  // Distinct starting values: with equal ones the compiler merges the 12 identical chains into
+  // one, and the loop measures one FMA's latency instead of the ports' throughput.
+  __m512 a0 = _mm512_set1_ps(0.10f), a1 = _mm512_set1_ps(0.11f), a2 = _mm512_set1_ps(0.12f),
+         a3 = _mm512_set1_ps(0.13f), a4 = _mm512_set1_ps(0.14f), a5 = _mm512_set1_ps(0.15f),
+         a6 = _mm512_set1_ps(0.16f), a7 = _mm512_set1_ps(0.17f), a8 = _mm512_set1_ps(0.18f),
+         a9 = _mm512_set1_ps(0.19f), a10 = _mm512_set1_ps(0.20f), a11 = _mm512_set1_ps(0.21f);
   const __m512 b = _mm512_set1_ps(0.9999f), c = _mm512_set1_ps(0.0001f);
   const long n = 2000000;
   const auto t0 = std::chrono::steady_clock::now();
