@@ -37,3 +37,24 @@ def test_interleaved_row_lands_in_the_benchmark_json(tmp_path):
     assert row["speedup"] == row["eager_us"] / row["ours_us"]
     assert row["x_roofline"] == row["ours_us"] / row["roofline_us"]
     assert isinstance(row["target_met"], bool)
+
+
+def test_gemm_row_lands_in_the_benchmark_json(tmp_path):
+    pytest.importorskip("pytest_benchmark")
+    pytest.importorskip("onnxruntime")
+    suite = tmp_path / "bench"
+    suite.mkdir()
+    for name in ("conftest.py", "bench_ops.py"):
+        shutil.copy(os.path.join(BENCH, name), suite / name)
+    out = tmp_path / "gemm.json"
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "bench_ops.py",
+         "-k", "gemm_row and small.project9_", "--bench-seconds", "0.05", f"--benchmark-json={out}"],
+        cwd=suite, capture_output=True, text=True, timeout=600,
+        env={**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(os.path.abspath(mnv3ext.__file__)))})
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    benchmarks = json.loads(out.read_text())["benchmarks"]
+    assert [b["name"] for b in benchmarks] == ["test_gemm_row[small.project9_c288-96_s7_se]"]
+    row = benchmarks[0]["extra_info"]
+    assert benchmarks[0]["group"] == "gemm rows" and row["threads"] == 1 and row["samples"] > 0
+    assert row["ratio"] == row["ours_us"] / row["ort_us"] and row["max_rel_err"] < 1e-5

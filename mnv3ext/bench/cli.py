@@ -3,7 +3,9 @@
 bench      side-by-side whole-model benchmark (the project's main job); see ``bench --help``
 info       the machine / ISA / version header alone
 report     merge several ``bench --json`` files into one markdown table (and a bar chart)
-bench-ops  the per-op table of issue 2: every depthwise / SE layer, eager vs ours, vs a roofline
+bench-ops  the per-op table of issue 2: every depthwise / SE layer, eager vs ours, vs a roofline;
+           --kinds pw: every 1x1 conv, the stem and the classifier, ours vs ONNX Runtime one-node models
+bench-neighbours  our op's time right after ours / eager / a cache sweep
 """
 from __future__ import annotations
 
