@@ -15,6 +15,7 @@
 
 #include "kernels/dispatch.h"
 #include "kernels/driver.h"
+#include "kernels/block/inverted_residual.h"
 #include "kernels/gemm/pointwise.h"
 
 namespace py = pybind11;
@@ -233,6 +234,22 @@ struct ConvPlan {
   ConvShape shape;
   int64_t strides[4];
 };
+BlockConfig block_config(const std::vector<int64_t>& v) {
+  if (v.size() != 19)
+    throw std::invalid_argument("config: expected 19 values (see mnv3ext.ops.block_config), got " +
+                                std::to_string(v.size()));
+  for (int64_t x : v)
+    if (x < -1 || x > (int64_t(1) << 40)) throw std::invalid_argument("config: value out of range");
+  auto i32 = [](int64_t x) { return int(std::min<int64_t>(x, 1 << 30)); };
+  BlockConfig c{v[0], v[1], v[2], i32(v[3]), i32(v[4]), i32(v[5]), i32(v[6]), i32(v[7]), i32(v[8]),
+                i32(v[9]), i32(v[10]), v[11] != 0, Activation(i32(v[12])), Activation(i32(v[13])), v[14],
+                Activation(i32(v[15])), Activation(i32(v[16])), v[17] != 0, Activation(i32(v[18]))};
+  if (v[11] != 0 && v[11] != 1) throw std::invalid_argument("config: has_expand must be 0 or 1");
+  if (v[17] != 0 && v[17] != 1) throw std::invalid_argument("config: has_residual must be 0 or 1");
+  check_block_config(c);
+  return c;
+}
+
 struct PoolPlan {
   int64_t batch, channels, hw;
   bool channels_last;
@@ -379,6 +396,30 @@ PYBIND11_MODULE(_C, m) {
           [](const PoolPlan& p, uintptr_t input, uintptr_t output, int threads) {
             global_avg_pool(p.batch, p.channels, p.hw, address<const float>(input),
                             p.channels_last, address<float>(output), threads);
+          },
+          py::call_guard<py::gil_scoped_release>());
+
+  m.def(
+      "block_layout",
+      [](const std::vector<int64_t>& config) {
+        const BlockLayout l = block_layout(block_config(config));
+        py::dict d;
+        d["expand"] = l.expand; d["dw"] = l.dw; d["se_fc1"] = l.se_fc1; d["se_b1"] = l.se_b1;
+        d["se_fc2"] = l.se_fc2; d["se_b2"] = l.se_b2; d["project"] = l.project; d["total"] = l.total;
+        return d;
+      },
+      py::arg("config"), "Float offsets of an inverted-residual block's packed sections");
+  py::class_<BlockShape>(m, "BlockPlan", "A validated inverted-residual block, run on raw addresses")
+      .def(py::init([](const std::vector<int64_t>& config, int64_t n, int64_t h, int64_t w) {
+        return make_block_shape(block_config(config), n, h, w);
+      }))
+      .def_property_readonly("out_h", [](const BlockShape& b) { return b.out_h; })
+      .def_property_readonly("out_w", [](const BlockShape& b) { return b.out_w; })
+      .def(
+          "run",
+          [](const BlockShape& b, uintptr_t input, uintptr_t packed, uintptr_t output, int threads) {
+            inverted_residual(b, address<const float>(input), address<const float>(packed),
+                              address<float>(output), threads);
           },
           py::call_guard<py::gil_scoped_release>());
 

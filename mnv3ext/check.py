@@ -33,6 +33,7 @@ from torch import nn
 from . import reference
 from .nn.fused import FusedDepthwiseConv2d, FusedSqueezeExcite
 from .optimize import optimize
+from .nn.block import FusedInvertedResidual
 from .nn.gemm import FusedConv2d, FusedLinear, FusedPointwiseConv2d, GlobalAvgPool, SqueezeExciteGate
 from .optimize.modules import SameFusedConv2d, SameFusedDepthwiseConv2d, tf_same_pads
 
@@ -147,6 +148,9 @@ def _reference_of(m: nn.Module, x: torch.Tensor, kwargs: dict) -> Optional[torch
         return _activation(y, m.activation)
     if isinstance(m, FusedLinear):
         return _activation(F.linear(x, m.weight.double(), m.bias.double()), m.activation)
+    if isinstance(m, FusedInvertedResidual):
+        config = m._same_config(x.shape[-2], x.shape[-1]) if m.same_padding else m.config
+        return reference.inverted_residual(x, m.packed_weights.double(), config)
     if isinstance(m, GlobalAvgPool):
         return x.mean((2, 3), keepdim=m.keepdim)
     return None
@@ -155,7 +159,7 @@ def _reference_of(m: nn.Module, x: torch.Tensor, kwargs: dict) -> Optional[torch
 _KINDS = ((SameFusedDepthwiseConv2d, "depthwise(same)"), (FusedDepthwiseConv2d, "depthwise"),
           (SqueezeExciteGate, "SE gate"), (FusedSqueezeExcite, "squeeze-excite"),
           (FusedPointwiseConv2d, "1x1 conv"), (SameFusedConv2d, "conv(same)"), (FusedConv2d, "conv"),
-          (FusedLinear, "linear"), (GlobalAvgPool, "global pool"))
+          (FusedLinear, "linear"), (GlobalAvgPool, "global pool"), (FusedInvertedResidual, "block"))
 
 
 def _flatten(out: Any, prefix: str = "") -> List[tuple]:

@@ -49,6 +49,19 @@ Ops (all inference-only, float32, CPU; none modifies its inputs):
 ``se_gate_packed(input, packed_weights, squeeze, activation, gate)``
     The squeeze-excite gate ``gate(fc2(act(fc1(mean_hw(input)))))`` as an ``(N, C)`` tensor,
     without the multiply (``pointwise_conv2d_packed``'s ``input_scale`` applies it).
+``block_config(in_channels, expanded_channels, out_channels, kernel_size, stride, padding, dilation,
+    expand_activation, dw_activation, se_squeeze, se_activation, se_gate, residual, project_activation)``
+    The ``config`` of an inverted-residual block: 19 ints (``CONFIG_FIELDS``); ``expand_activation``
+    None = no expand conv (expansion 1), ``se_squeeze`` 0 = no squeeze-excite.
+``pack_inverted_residual(expand_weight, expand_bias, dw_weight, dw_bias, se_fc1_weight, se_fc1_bias,
+    se_fc2_weight, se_fc2_bias, project_weight, project_bias, config)``
+    A block's weights (BatchNorms folded) packed once into one ISA-independent 1-D tensor:
+    [expand (as pack_gemm_weight) | depthwise (as pack_dwconv_weight) | SE fc1, b1, fc2, b2 |
+    project (as pack_gemm_weight)], each section starting on 16 floats; absent layers take no room.
+``inverted_residual(input, packed_weights, config)``
+    A whole MobileNetV3 block in one call: ``project(se(dw(expand(x)))) (+ x)``. Output rows are
+    computed in bands that keep the expanded tensor in cache (it never exists in full); with SE,
+    one image's depthwise output is kept (L2-sized), then the gate is folded into the projection.
 
 Outputs keep the input's memory format (channels_last in, channels_last out); inputs in any other
 stride layout are made contiguous first.
@@ -543,3 +556,4 @@ from ._gemm_ops import (  # noqa: E402
     conv2d_packed, global_avg_pool, linear_packed, packed_gemm_numel, pointwise_conv2d,
     pointwise_conv2d_packed, se_gate_packed,
 )
+from ._block_ops import CONFIG_FIELDS, block_config, describe_config, inverted_residual  # noqa: E402

@@ -132,3 +132,55 @@ def se_gate_packed(input, packed_weights, squeeze, activation, gate):
     pooled = input.mean((2, 3))
     hidden = apply_activation(activation, F.linear(pooled, w1, b1))
     return apply_activation(gate, F.linear(hidden, w2, b2))
+
+
+_ACTIVATION_NAMES = ("none", "relu", "relu6", "hardswish", "hardsigmoid", "sigmoid")  # config codes
+
+
+def _block_sections(config):
+    """Float offsets of ``pack_inverted_residual``'s sections (as ``mnv3ext._C.block_layout``)."""
+    cin, e, cout, kh, kw = config[0], config[1], config[2], config[3], config[4]
+    has_expand, s = config[11], config[14]
+
+    def up(n):
+        return -(-n // 16) * 16
+    at, lay = 0, {}
+    lay["expand"] = at
+    at += (-(-e // 16) * (1 + cin) * 16) if has_expand else 0
+    lay["dw"] = at
+    at += (1 + kh * kw) * up(e)
+    for key, n in (("se_fc1", s * e), ("se_b1", s), ("se_fc2", e * s), ("se_b2", e)):
+        lay[key] = at
+        at += up(n) if s else 0
+    lay["project"] = at
+    return lay
+
+
+def inverted_residual(input, packed_weights, config):
+    """One inverted-residual block as the composition of the reference ops; ``config`` from
+    ``mnv3ext.ops.block_config``."""
+    cin, e, cout, kh, kw, stride, dilation = config[0:7]
+    pads = list(config[7:11])
+    has_expand, expand_act, dw_act, s, se_act, se_gate, residual, project_act = config[11:19]
+    lay = _block_sections(config)
+    p = packed_weights.to(input.dtype)
+    x = input
+    if has_expand:
+        x = linear_packed_nchw(x, p[lay["expand"]:], e, _ACTIVATION_NAMES[expand_act])
+    dw = p[lay["dw"]:lay["dw"] + (1 + kh * kw) * (-(-e // 16) * 16)].reshape(1 + kh * kw, -1)
+    x = dwconv2d_packed(x, dw, [kh, kw, stride, stride, *pads, dilation, dilation], _ACTIVATION_NAMES[dw_act])
+    scale = None
+    if s:
+        w1 = p[lay["se_fc1"]:lay["se_fc1"] + s * e].reshape(s, e)
+        w2 = p[lay["se_fc2"]:lay["se_fc2"] + e * s].reshape(e, s)
+        hidden = apply_activation(_ACTIVATION_NAMES[se_act], F.linear(x.mean((2, 3)), w1, p[lay["se_b1"]:lay["se_b1"] + s]))
+        scale = apply_activation(_ACTIVATION_NAMES[se_gate], F.linear(hidden, w2, p[lay["se_b2"]:lay["se_b2"] + e]))
+    weight, bias = unpack_gemm_weight(p[lay["project"]:lay["project"] + (-(-cout // 16)) * (1 + e) * 16], e, cout)
+    return pointwise_conv2d(x, weight, bias, _ACTIVATION_NAMES[project_act], input if residual else None, scale)
+
+
+def linear_packed_nchw(input, packed_weight, out_channels, activation):
+    """A 1x1 convolution with a ``pack_gemm_weight`` weight (the leading part of ``packed_weight``)."""
+    k = input.shape[1]
+    weight, bias = unpack_gemm_weight(packed_weight[:(-(-out_channels // 16)) * (1 + k) * 16], k, out_channels)
+    return pointwise_conv2d(input, weight, bias, activation, None, None)

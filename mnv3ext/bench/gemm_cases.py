@@ -104,6 +104,22 @@ class GemmCase:
             return sess.run(None, feed)[0]
         self.ort = call
 
+    def ort_node_times(self, workdir: str, runs: int = 20) -> Dict[str, Any]:
+        """ORT's profiler on the one-node model: medians over ``runs`` of the per-run summed kernel
+        times of the layer's own nodes (``kernel_us``: Conv / Gemm, the fused activation, Mul,
+        Add) and of the NCHWc ``ReorderInput``/``ReorderOutput`` nodes ORT puts around a lone conv
+        (``reorder_us``: in a whole model they are paid once per run of NCHWc nodes, not per layer)."""
+        import statistics
+
+        from .ort import profile_runs
+
+        per_run = profile_runs(self.onnx_path, dict(self.ort_inputs), self.threads, runs, workdir, warmup=3)
+        kernel = [sum(t for _, op, t in run if not op.startswith("Reorder")) for run in per_run]
+        reorder = [sum(t for _, op, t in run if op.startswith("Reorder")) for run in per_run]
+        return {"kernel_us": statistics.median(kernel) if kernel else None,
+                "reorder_us": statistics.median(reorder) if reorder else None,
+                "ops": sorted({op for run in per_run[:1] for _, op, _ in run})}
+
     def errors(self) -> Dict[str, float]:
         """Ours against ORT and against the torch module, both on the same inputs:
         max |diff| and that over max |reference|."""

@@ -1,7 +1,8 @@
 """Inference modules over the fused ops, and BatchNorm folding."""
+from .block import FusedInvertedResidual
 from .fold import fold_batchnorm
 from .fused import FusedDepthwiseConv2d, FusedSqueezeExcite
 from .gemm import FusedConv2d, FusedLinear, FusedPointwiseConv2d, GlobalAvgPool, SqueezeExciteGate
 
 __all__ = ["FusedDepthwiseConv2d", "FusedSqueezeExcite", "FusedPointwiseConv2d", "FusedConv2d", "FusedLinear",
-           "GlobalAvgPool", "SqueezeExciteGate", "fold_batchnorm"]
+           "GlobalAvgPool", "SqueezeExciteGate", "FusedInvertedResidual", "fold_batchnorm"]

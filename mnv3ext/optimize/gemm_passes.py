@@ -1,8 +1,8 @@
 """Rewrites that put the rest of a MobileNetV3 on mnv3ext's GEMM kernels, after the depthwise, SE
 and 1x1 passes (``passes.py``): dense convolutions (the stem), fully-connected layers (the
 classifier), global average pools (the head), residual adds fused into the 1x1 convolution
-before them, squeeze-excite gates folded into the 1x1 convolution after them; and the report of
-every compute layer left on PyTorch.
+before them, squeeze-excite gates folded into the 1x1 convolution after them, then whole
+inverted-residual blocks into one op each; and the report of every compute layer left on PyTorch.
 """
 from __future__ import annotations
 
@@ -11,16 +11,17 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
+from ..nn.block import FusedInvertedResidual
 from ..nn.fused import FusedDepthwiseConv2d, FusedSqueezeExcite
 from ..nn.gemm import (GEMM_ACTIVATIONS, FusedConv2d, FusedLinear, FusedPointwiseConv2d, GlobalAvgPool,
                        SqueezeExciteGate)
-from .modules import SameFusedConv2d
+from .modules import SameFusedConv2d, SameFusedDepthwiseConv2d
 from .passes import _agrees, _commit, _describe, _install, _module_uses, _order_of, _scope, _single_user
 from .patterns import classify_activation, conv_spec, linear_spec, module_of, pool_input, zero_pad_spec
 from .summary import OptimizeSummary
 
 __all__ = ["convert_dense_convs", "convert_linears", "convert_pools", "fuse_residual_adds",
-           "fold_se_into_pointwise", "report_left_on_pytorch"]
+           "fold_se_into_pointwise", "fuse_blocks", "report_left_on_pytorch"]
 
 
 def _take_activation(gm: fx.GraphModule, node: fx.Node):
@@ -180,7 +181,7 @@ _COMPUTE_MODULES = (nn.Conv2d, nn.Linear, nn.modules.batchnorm._BatchNorm, nn.Re
 _COMPUTE_FUNCTIONS = (F.conv2d, torch.conv2d, F.linear, F.relu, F.relu6, F.hardswish, F.hardsigmoid,
                       torch.sigmoid, F.adaptive_avg_pool2d, F.avg_pool2d, torch.mean, F.batch_norm)
 _OURS = (FusedDepthwiseConv2d, FusedSqueezeExcite, FusedPointwiseConv2d, FusedConv2d, FusedLinear,
-         GlobalAvgPool)
+         GlobalAvgPool, FusedInvertedResidual)
 
 
 def report_left_on_pytorch(gm: fx.GraphModule, summary: OptimizeSummary) -> None:
@@ -204,4 +205,80 @@ def run_gemm_passes(gm: fx.GraphModule, summary: OptimizeSummary) -> None:
     convert_pools(gm, summary)
     fuse_residual_adds(gm, summary)
     fold_se_into_pointwise(gm, summary)
+    fuse_blocks(gm, summary)
     gm.graph.lint()
+
+
+# ---------------------------------------------------------------------------------------------
+# whole inverted-residual blocks: [expand 1x1] -> depthwise -> [SE gate] -> project 1x1 (+ x)
+
+def _match_block(gm: fx.GraphModule, project: fx.Node):
+    """(nodes, input node, FusedInvertedResidual) for the block ending at ``project``, or None
+    with a reason when the nodes look like a block that cannot be fused, or (None, None) when
+    they are not a block at all."""
+    p = module_of(gm, project)
+    dw_node = project.args[0] if project.args else None
+    dw = module_of(gm, dw_node) if isinstance(dw_node, fx.Node) else None
+    if not isinstance(dw, FusedDepthwiseConv2d) or len(project.args) > 1:
+        return None, None
+    gate_node = project.kwargs.get("input_scale")
+    gate = module_of(gm, gate_node) if isinstance(gate_node, fx.Node) else None
+    if gate_node is not None and not (isinstance(gate, SqueezeExciteGate) and gate_node.args[0] is dw_node):
+        return None, "the 1x1 convolution's input scale is not the depthwise output's SE gate"
+    if set(dw_node.users) != ({project, gate_node} if gate is not None else {project}):
+        return None, "the depthwise output is used outside the block"
+    if dw.stride[0] != dw.stride[1] or dw.dilation[0] != dw.dilation[1]:
+        return None, "different strides or dilations along H and W"
+    nodes = [dw_node] + ([gate_node] if gate is not None else []) + [project]
+    x = dw_node.args[0]
+    expand_node = x if isinstance(x, fx.Node) and len(x.users) == 1 else None
+    e = module_of(gm, expand_node) if expand_node is not None else None
+    if isinstance(e, FusedPointwiseConv2d) and len(expand_node.args) == 1 and not expand_node.kwargs:
+        nodes.insert(0, expand_node)
+        x = expand_node.args[0]
+    else:
+        e = None
+    residual = project.kwargs.get("residual")
+    if residual is not None and residual is not x:
+        return None, "the residual added is not the block's input"
+    same = isinstance(dw, SameFusedDepthwiseConv2d)
+    new = FusedInvertedResidual(
+        dw_weight=dw.weight, dw_bias=dw.bias, stride=dw.stride[0], padding=[0, 0, 0, 0] if same else dw.padding,
+        dilation=dw.dilation[0], dw_activation=dw.activation,
+        expand_weight=e.weight if e is not None else None, expand_bias=e.bias if e is not None else None,
+        expand_activation=e.activation if e is not None else "none",
+        se_fc1_weight=gate.fc1_weight if gate is not None else None,
+        se_fc1_bias=gate.fc1_bias if gate is not None else None,
+        se_fc2_weight=gate.fc2_weight if gate is not None else None,
+        se_fc2_bias=gate.fc2_bias if gate is not None else None,
+        se_activation=gate.activation if gate is not None else "relu",
+        se_gate=gate.gate if gate is not None else "hardsigmoid",
+        project_weight=p.weight, project_bias=p.bias, project_activation=p.activation,
+        residual=residual is not None, same_padding=same)
+    return (nodes, x, new), None
+
+
+def fuse_blocks(gm: fx.GraphModule, summary: OptimizeSummary) -> None:
+    """Each [1x1 expand] -> depthwise -> [SE gate] -> 1x1 project (+ input) chain -> FusedInvertedResidual."""
+    from .passes import _common_scope, _scope_exclusive
+    for node in list(gm.graph.nodes):
+        if node not in gm.graph.nodes or not _pointwise_node(gm, node):
+            continue
+        found, why = _match_block(gm, node)
+        if found is None:
+            if why is not None:
+                summary.unfused.append((_describe(node), "inverted-residual block", why))
+            continue
+        nodes, x, new = found
+        k = new.config[3:5]
+        d = new.config[6]
+        min_hw = d * (max(k) - 1) + 5
+        ok, why = _agrees(gm, x, nodes, node, new, new.config[0], min_hw=min_hw)
+        if not ok:
+            summary.unfused.append((_describe(node), "inverted-residual block", why))
+            continue
+        scope = _common_scope(nodes)
+        preferred = scope if scope and _scope_exclusive(gm, scope, nodes) else None
+        target = _install(gm, preferred, f"{scope or 'block'}_fused", new)
+        _commit(gm, nodes, node, target, x)
+        summary.blocks.append((target, new.extra_repr()))

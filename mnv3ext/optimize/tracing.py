@@ -5,6 +5,7 @@ from typing import Dict, Optional, Set
 
 from torch import fx, nn
 
+from ..nn.block import FusedInvertedResidual
 from ..nn.fused import FusedDepthwiseConv2d, FusedSqueezeExcite
 from ..nn.gemm import FusedConv2d, FusedLinear, FusedPointwiseConv2d, GlobalAvgPool
 
@@ -12,7 +13,8 @@ __all__ = ["MatchTracer", "trace"]
 
 # Modules whose forward is never traced into: their call is the pattern element.
 _ALWAYS_LEAF = (nn.Conv2d, nn.Linear, nn.modules.batchnorm._BatchNorm, FusedDepthwiseConv2d,
-                FusedSqueezeExcite, FusedPointwiseConv2d, FusedConv2d, FusedLinear, GlobalAvgPool)
+                FusedSqueezeExcite, FusedPointwiseConv2d, FusedConv2d, FusedLinear, GlobalAvgPool,
+                FusedInvertedResidual)
 
 
 class MatchTracer(fx.Tracer):
