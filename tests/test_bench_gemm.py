@@ -126,7 +126,7 @@ def test_bench_ops_pw_table(capsys, tmp_path):
     head = next(l for l in out.splitlines() if l.startswith("| layer | op |"))
     assert [c.strip() for c in head.strip("|").split("|")] == [
         "layer", "op", "C in→out", "H=W", "act", "MMAC", "ours µs", "ORT µs", "ours/ORT", "ours GMAC/s",
-        "ORT GMAC/s", "ours % peak", "ORT % peak", "≤ ORT"]
+        "ORT GMAC/s", "ours % peak", "ORT % peak", "≤ ORT", "ORT nodes µs", "ours/ORT nodes"]
     lines = [l for l in out.splitlines() if l.startswith("| large.project5 +se +res |")]
     assert len(lines) == 2  # 1 and 2 threads
     assert "1 thread**" in out and "2 threads**" in out and "FMA peak: --fma-peak" in out
@@ -144,6 +144,10 @@ def test_bench_ops_pw_table(capsys, tmp_path):
         assert r["ours_peak_share"] == pytest.approx(r["ours_gmacs"] / r["peak_gmacs"])
         assert r["target_met"] == (r["ratio"] <= 1.0)
         assert cells[6:9] == [f"{r['ours_us']:.1f}", f"{r['ort_us']:.1f}", f"{r['ratio']:.2f}"]
+        # ORT's profiler: the layer's own nodes (Mul, Conv, Add) apart from its NCHWc reorders
+        assert {"Conv", "Mul", "Add"} <= set(r["ort_ops"]) and r["ort_kernel_us"] > 0
+        assert r["ratio_vs_ort_kernel"] == pytest.approx(r["ours_us"] / r["ort_kernel_us"])
+        assert cells[14:16] == [f"{r['ort_kernel_us']:.1f}", f"{r['ratio_vs_ort_kernel']:.2f}"]
     assert doc["gemm"]["sums"] == []  # not all of Large's layers were run
 
 
