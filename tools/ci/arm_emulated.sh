@@ -9,6 +9,13 @@
 #          (tests/test_numpy_api.py) under the emulated Debian Python on both CPUs
 #   torch  torch.ops.mnv3ext.* against mnv3ext.reference under emulated torch 2.9.1
 #          (tests/test_arm_torch_smoke.py) on both CPUs
+#   board  the README's "ARM boards" steps under emulated torch 2.9.1 on both CPUs, on a small
+#          configuration (MobileNetV3-Small, 64x64, 2 timed rounds): `mnv3ext info` reports
+#          the NEON path; optimize() matches eager and fuses everything (tools/ci/arm_board.py);
+#          `mnv3ext bench --json` with eager, mnv3ext and ONNX Runtime (its aarch64 wheel) writes
+#          a file that validates against the schema; then `mnv3ext report` on this x86 host
+#          merges both emulated runs with an x86 run (needs mnv3ext installed on the host, as
+#          .ci/run does, plus jsonschema; --plot when matplotlib is there)
 # Needs root (apt-get, mmdebstrap --mode=root) and network access to Debian and PyPI. Everything
 # it downloads or builds stays under build/: the root file system, the pip cache and the
 # emulated torch are reused by later runs. Never time anything here: emulated NEON code says
@@ -18,7 +25,7 @@ cd "$(dirname "$0")/../.."
 repo=$PWD
 
 stages=("$@")
-[ ${#stages[@]} -eq 0 ] && stages=(cpp wheel torch)
+[ ${#stages[@]} -eq 0 ] && stages=(cpp wheel torch board)
 want() { local s; for s in "${stages[@]}"; do [ "$s" = "$1" ] && return 0; done; return 1; }
 
 # Every `say` starts a section; the wall time of each is printed when the next one starts and
@@ -54,7 +61,13 @@ build=$repo/build
 rootfs=$build/aarch64-rootfs
 site=$build/aarch64-site        # the wheel, installed for the emulated Python
 torch_site=$build/aarch64-torch  # torch 2.9.1 for aarch64 and its pure-Python dependencies
+ort_site=$build/aarch64-ort      # onnxruntime for aarch64 and its dependencies (board stage)
+board_out=$build/aarch64-board   # the board stage's bench JSON files and merged report
 torch_version=2.9.1
+# onnxruntime for the emulated board stage. Newer aarch64 wheels (1.32.0 tried) crash with
+# SIGSEGV while loading onnxruntime_pybind11_state under qemu-user on both emulated CPUs, before
+# any of our code runs; 1.19.2 loads and runs there.
+ort_version=1.19.2
 export PIP_CACHE_DIR=$build/pip-cache PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore
 export MNV3EXT_ARM_ROOTFS=$rootfs
 
@@ -120,7 +133,7 @@ if want cpp; then
 fi
 
 # ---------------------------------------------------------------------------------------------
-if want wheel || want torch; then
+if want wheel || want torch || want board; then
   say "aarch64 wheel: cross build (scikit-build-core)"
   rm -rf build/aarch64-dist
   _PYTHON_HOST_PLATFORM=linux-aarch64 SETUPTOOLS_EXT_SUFFIX=.cpython-311-aarch64-linux-gnu.so \
@@ -154,7 +167,7 @@ if want wheel; then
 fi
 
 # ---------------------------------------------------------------------------------------------
-if want torch; then
+if want torch || want board; then
   torch_stamp="torch==$torch_version cp311 manylinux_2_28_aarch64"
   if [ "$(cat "$torch_site/.mnv3ext-stamp" 2>/dev/null)" != "$torch_stamp" ]; then
     say "torch $torch_version for aarch64 (download)"
@@ -170,6 +183,8 @@ if want torch; then
   else
     say "torch $torch_version for aarch64 (cached)"
   fi
+fi
+if want torch; then
   for cpu in "${cpus[@]}"; do
     say "torch ops vs mnv3ext.reference under qemu, QEMU_CPU=$cpu"
     (cd "$run_dir" && QEMU_CPU=$cpu PYTHONPATH="$site:$torch_site" MNV3EXT_EXPECT_ISAS=scalar,neon \
@@ -178,6 +193,76 @@ if want torch; then
        "$repo/tests/test_arm_torch_smoke.py") ||
       die "torch-level tests failed on emulated $cpu"
   done
+fi
+
+# ---------------------------------------------------------------------------------------------
+if want board; then
+  # The host side (x86 bench, report, schema check) uses the mnv3ext installed in python3, run
+  # from the empty directory so the source tree is not imported instead.
+  (cd "$run_dir" && python3 -c 'import mnv3ext._C, jsonschema') ||
+    die "board: the host python3 needs mnv3ext and jsonschema installed (pip install torch==2.13.0 '.[test]')"
+  ort_stamp="onnxruntime==$ort_version cp311 manylinux_2_28_aarch64"
+  if [ "$(cat "$ort_site/.mnv3ext-stamp" 2>/dev/null)" != "$ort_stamp" ]; then
+    say "onnxruntime $ort_version for aarch64 (download)"
+    rm -rf "$ort_site" "$ort_site.tmp"
+    # Its binary dependencies (protobuf, flatbuffers is pure Python) for the target too; numpy
+    # and sympy come from the root file system and the torch site. No aarch64 wheel: the board
+    # stage runs without the onnxruntime backend and says so.
+    if python3 -m pip install -q --no-deps --only-binary=:all: --platform manylinux_2_28_aarch64 \
+         --platform manylinux2014_aarch64 --python-version 3.11 --implementation cp --abi cp311 \
+         --target "$ort_site.tmp" "onnxruntime==$ort_version" protobuf flatbuffers packaging coloredlogs \
+         humanfriendly; then
+      echo "$ort_stamp" > "$ort_site.tmp/.mnv3ext-stamp"
+      mv "$ort_site.tmp" "$ort_site"
+    else
+      echo "== [arm] no onnxruntime wheel for aarch64/cp311: the board stage runs without it"
+      rm -rf "$ort_site.tmp"
+    fi
+  else
+    say "onnxruntime $ort_version for aarch64 (cached)"
+  fi
+  board_path="$site:$torch_site"
+  backends=eager,mnv3ext
+  if [ -d "$ort_site" ]; then
+    board_path="$board_path:$ort_site"
+    backends=$backends,onnxruntime
+  fi
+  rm -rf "$board_out"
+  mkdir -p "$board_out"
+  for cpu in "${cpus[@]}"; do
+    # One emulated process per CPU (each start of Python under qemu pays about a minute for
+    # importing torch): mnv3ext info, the optimize() check, mnv3ext bench --json; see
+    # tools/ci/arm_board.py. The README's two bench commands: one thread on cortex-a53, all
+    # threads with --per-layer on max.
+    bench_args=(--threads 1)
+    [ "$cpu" = max ] && bench_args=(--per-layer)
+    say "board steps under qemu, QEMU_CPU=$cpu: mnv3ext info, optimize() vs eager, mnv3ext bench --json ${bench_args[*]}"
+    (cd "$run_dir" && QEMU_CPU=$cpu PYTHONPATH="$board_path" py_arm "$repo/tools/ci/arm_board.py" board \
+       --isa neon --size 64 --json "$board_out/qemu-$cpu.json" --model small --warmup 1 --runs 2 --block-calls 1 \
+       --backends "$backends" "${bench_args[@]}" --label "qemu-$cpu (emulated: times meaningless)") ||
+      die "board steps failed on emulated $cpu"
+    (cd "$run_dir" && python3 "$repo/tools/ci/arm_board.py" validate "$board_out/qemu-$cpu.json" \
+       --arch aarch64 --isa neon --backends "$backends") || die "the bench JSON of emulated $cpu is not right"
+  done
+  say "board steps: x86 host run and mnv3ext report merging it with the emulated runs"
+  host_backends=eager,mnv3ext
+  (cd "$run_dir" && python3 -c 'import onnxruntime' 2>/dev/null) && host_backends=$host_backends,onnxruntime
+  (cd "$run_dir" && python3 -m mnv3ext bench --model small --size 64 --warmup 1 --runs 2 --block-calls 1 --threads 1 \
+     --backends "$host_backends" --label "host-$(uname -m)" --json "$board_out/host.json" --quiet >/dev/null) ||
+    die "mnv3ext bench failed on the host"
+  host_isa=$(cd "$run_dir" && python3 -c 'import mnv3ext; print(mnv3ext.current_isa())')
+  (cd "$run_dir" && python3 "$repo/tools/ci/arm_board.py" validate "$board_out/host.json" --arch "$(uname -m)" \
+     --isa "$host_isa" --backends "$host_backends") || die "the host's bench JSON is not right"
+  plot=()
+  (cd "$run_dir" && python3 -c 'import matplotlib' 2>/dev/null) && plot=(--plot "$board_out/boards.png")
+  (cd "$run_dir" && python3 -m mnv3ext report "$board_out"/qemu-*.json "$board_out/host.json" \
+     -o "$board_out/report.md" "${plot[@]}") || die "mnv3ext report failed"
+  cat "$board_out/report.md"
+  for label in qemu-cortex-a53 qemu-max "host-$(uname -m)"; do
+    grep -q "^| \[[0-9]\] $label" "$board_out/report.md" || die "the merged report has no row for $label"
+  done
+  [ ${#plot[@]} -eq 0 ] || [ "$(head -c 4 "$board_out/boards.png" | od -An -tx1 | tr -d ' ')" = 89504e47 ] ||
+    die "report --plot wrote no PNG"
 fi
 
 say "all ARM checks passed (${stages[*]}) on ${cpus[*]}"
