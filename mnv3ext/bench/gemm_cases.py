@@ -2,8 +2,9 @@
 -Small, the stem and the classifier's Linear layers (``mnv3ext.shapes.ALL_GEMM``), ours against
 ONNX Runtime running a one-node model of the same layer.
 
-* ours: the eager entry point with weights packed once by ``torch.ops.mnv3ext.pack_gemm_weight``,
-  as the optimized modules call it, channels_last activations:
+* ours: the eager entry point with weights packed once by ``torch.ops.mnv3ext.pack_gemm_weight``
+  (the stem's weight with its taps in NHWC order, as ``mnv3ext.nn.FusedConv2d`` packs it), as the
+  optimized modules call it, channels_last activations:
   ``mnv3ext.ops.pointwise_conv2d_packed(x, packed, C_out, act, residual, input_scale)`` (the
   projection gets its block's residual, and the squeeze-excite gate as ``input_scale`` (N, C_in)
   when an SE precedes it), ``conv2d_packed`` (the stem), ``linear_packed`` (classifier).
@@ -178,7 +179,7 @@ def gemm_case(layer: Layer, threads: int = 1, batch: int = 1, seed: int = 0) -> 
         x = torch.randn(batch, cin, layer.size, layer.size, generator=g)
         inputs["input"] = x
         module = _Seq(conv, layer.activation)
-        packed = pack(w, b)
+        packed = pack(w.permute(0, 2, 3, 1), b)  # conv2d_packed's taps in NHWC order, as FusedConv2d packs
         x_cl = x.contiguous(memory_format=cl)
         params = ops.dwconv_params([k, k], [st, st], [p, p], [1, 1])
         entry, act = ops.conv2d_packed, layer.activation
