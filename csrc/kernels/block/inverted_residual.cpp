@@ -22,8 +22,11 @@ int64_t round16(int64_t n) { return (n + 15) / 16 * 16; }
 
 bool gemm_activation(Activation a) { return a >= Activation::kNone && a <= Activation::kHardswish; }
 
-// The band buffers of one thread stay within this many bytes (L2 holds them with room to spare).
-constexpr int64_t kBandBytes = 256 * 1024;
+// The band buffers of one thread stay within this many bytes (L2 holds them); a whole image
+// goes in one band when it needs at most kWholeImageBytes: every band reads all the block's
+// weights again, which costs more than a buffer partly spilled to L3 on the small-image blocks.
+constexpr int64_t kBandBytes = 384 * 1024;
+constexpr int64_t kWholeImageBytes = 768 * 1024;
 // Below this many multiply-adds per thread, waking a worker costs more than it saves.
 constexpr int64_t kMinMacsPerThread = 400000;
 
@@ -46,14 +49,19 @@ struct Geometry {
   int64_t in_rows_per_band(int64_t out_rows) const {
     return (out_rows - 1) * b.config.stride + int64_t(b.config.kernel_h - 1) * b.config.dilation + 1;
   }
-  // Output rows per band: as many as keep the expanded rows and the depthwise rows within budget.
-  int64_t band_rows() const {
+  // Bytes of one band's buffers: expanded input rows, and the depthwise rows unless they go
+  // to the SE's whole-image buffer.
+  int64_t band_bytes(int64_t rows) const {
     const BlockConfig& c = b.config;
-    const int64_t in_row = b.in_w * c.exp_c * 4, out_row = b.out_w * c.exp_c * 4;
+    const int64_t in_rows = std::min(b.in_h, in_rows_per_band(rows));
+    return (c.has_expand ? in_rows * b.in_w * c.exp_c * 4 : 0) +
+           (c.se_squeeze ? 0 : rows * b.out_w * c.exp_c * 4);
+  }
+  // Output rows per band.
+  int64_t band_rows() const {
+    if (band_bytes(b.out_h) <= kWholeImageBytes) return b.out_h;
     int64_t rows = 1;
-    while (rows < b.out_h &&
-           in_rows_per_band(rows + 1) * (c.has_expand ? in_row : 0) + (rows + 1) * out_row <= kBandBytes)
-      ++rows;
+    while (rows < b.out_h && band_bytes(rows + 1) <= kBandBytes) ++rows;
     return rows;
   }
 };

@@ -40,21 +40,20 @@ void tile(const GemmArgs& g, const float* a, int64_t lda, int64_t row, int64_t r
 
 void gemm_tiles(const GemmArgs& g, int64_t row_begin, int64_t row_end, int64_t panel_begin,
                 int64_t panel_end) {
-  for (int64_t row = row_begin; row < row_end; row += kRows) {
-    const int64_t rows = std::min(kRows, row_end - row);
-    const float* a = g.a + row * g.lda;
-    int64_t lda = g.lda;
-    if (g.scale) {
-      float* scaled = thread_scratch(rows * g.k);
-      for (int64_t i = 0; i < rows; ++i) {
-        const float* s = g.scale + ((row + i) / g.scale_rows) * g.k;
-        for (int64_t kk = 0; kk < g.k; ++kk) scaled[i * g.k + kk] = a[i * g.lda + kk] * s[kk];
-      }
-      a = scaled;
-      lda = g.k;
+  const float* a = g.a + row_begin * g.lda;
+  int64_t lda = g.lda;
+  if (g.scale) {  // the gate applied once per row
+    float* scaled = thread_scratch((row_end - row_begin) * g.k);
+    for (int64_t i = 0; i < row_end - row_begin; ++i) {
+      const float* s = g.scale + ((row_begin + i) / g.scale_rows) * g.k;
+      for (int64_t kk = 0; kk < g.k; ++kk) scaled[i * g.k + kk] = a[i * g.lda + kk] * s[kk];
     }
-    for (int64_t p = panel_begin; p < panel_end; ++p) tile(g, a, lda, row, rows, p);
+    a = scaled;
+    lda = g.k;
   }
+  for (int64_t row = row_begin; row < row_end; row += kRows)
+    for (int64_t p = panel_begin; p < panel_end; ++p)
+      tile(g, a + (row - row_begin) * lda, lda, row, std::min(kRows, row_end - row), p);
 }
 
 }  // namespace mnv3ext::scalar

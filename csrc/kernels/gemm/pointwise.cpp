@@ -115,27 +115,49 @@ ConvShape make_conv_shape(int64_t batch, int64_t in_c, int64_t in_h, int64_t in_
 
 namespace {
 
+// A short copy as a plain loop: GCC would turn a copy loop into a memcpy call, which costs more
+// than copying the few floats of one tap.
+#if defined(__GNUC__) && !defined(__clang__)
+__attribute__((optimize("no-tree-loop-distribute-patterns")))
+#endif
+inline void copy_floats(const float* src, int64_t n, float* dst) {
+  for (int64_t i = 0; i < n; ++i) dst[i] = src[i];
+}
+
+#if defined(__GNUC__) && !defined(__clang__)
+__attribute__((optimize("no-tree-loop-distribute-patterns")))
+#endif
+inline void zero_floats(int64_t n, float* dst) {
+  for (int64_t i = 0; i < n; ++i) dst[i] = 0.0f;
+}
+
 // One output row's im2col: col[ox, (ky * kw + kx) * C + c] = input(n, c, iy, ix), zero outside.
-// NHWC input (channels contiguous, pixels dense): each in-bounds (ky, kx) tap of a pixel is a run
-// of C contiguous floats; any other layout gathers element by element.
+// NHWC input (channels contiguous, pixels dense): the kw taps of a kernel row are one run of
+// kw * C floats for pixels away from the left/right edges; any other layout gathers element
+// by element.
 void im2col_row(const ConvShape& s, const float* image, int64_t sc, int64_t sh, int64_t sw,
                 int64_t oy, float* col) {
-  const int64_t k = s.in_c * s.kernel_h * s.kernel_w, C = s.in_c;
-  const bool nhwc = sc == 1 && sw == C;
-  for (int64_t ox = 0; ox < s.out_w; ++ox) {
-    float* dst = col + ox * k;
-    for (int ky = 0; ky < s.kernel_h; ++ky) {
-      const int64_t iy = oy * s.stride_h - s.pad_top + int64_t(ky) * s.dilation_h;
-      const bool row_in = iy >= 0 && iy < s.in_h;
-      for (int kx = 0; kx < s.kernel_w; ++kx, dst += C) {
-        const int64_t ix = ox * s.stride_w - s.pad_left + int64_t(kx) * s.dilation_w;
-        if (!row_in || ix < 0 || ix >= s.in_w) {
-          std::fill(dst, dst + C, 0.0f);
-        } else if (nhwc) {
-          std::copy(image + iy * sh + ix * C, image + iy * sh + ix * C + C, dst);
-        } else {
-          for (int64_t c = 0; c < C; ++c) dst[c] = image[c * sc + iy * sh + ix * sw];
-        }
+  const int64_t C = s.in_c, KW = s.kernel_w, k = C * s.kernel_h * KW;
+  const bool nhwc = sc == 1 && sw == C && s.dilation_w == 1;
+  for (int ky = 0; ky < s.kernel_h; ++ky) {
+    const int64_t iy = oy * s.stride_h - s.pad_top + int64_t(ky) * s.dilation_h;
+    float* dst = col + ky * KW * C;
+    if (iy < 0 || iy >= s.in_h) {
+      for (int64_t ox = 0; ox < s.out_w; ++ox) zero_floats(KW * C, dst + ox * k);
+      continue;
+    }
+    const float* row = image + iy * sh;
+    for (int64_t ox = 0; ox < s.out_w; ++ox, dst += k) {
+      const int64_t ix0 = ox * s.stride_w - s.pad_left;
+      if (nhwc && ix0 >= 0 && ix0 + KW <= s.in_w) {
+        copy_floats(row + ix0 * C, KW * C, dst);
+        continue;
+      }
+      for (int64_t kx = 0; kx < KW; ++kx) {
+        const int64_t ix = ix0 + kx * s.dilation_w;
+        float* d = dst + kx * C;
+        if (ix < 0 || ix >= s.in_w) zero_floats(C, d);
+        else for (int64_t c = 0; c < C; ++c) d[c] = row[c * sc + ix * sw];
       }
     }
   }
@@ -150,14 +172,20 @@ void conv2d_gemm(const ConvShape& s, const float* input, const int64_t in_stride
   if (rows == 0) return;
   const int64_t by_size = std::max<int64_t>(1, rows * s.out_w * k * s.out_c / kMinMacsPerThread);
   threads = int(std::max<int64_t>(1, std::min<int64_t>({threads, by_size, rows})));
+  // Output rows per GEMM call: a few hundred pixels, so the tiles run full most of the time.
+  const int64_t chunk = std::max<int64_t>(1, std::min<int64_t>(s.out_h, 512 / s.out_w));
   auto body = [&](int64_t r0, int64_t r1) {
-    float* col = im2col_buffer(s.out_w * k);
-    for (int64_t r = r0; r < r1; ++r) {  // one output row: im2col (out_w x k), then the GEMM
-      const int64_t n = r / s.out_h, oy = r % s.out_h;
-      im2col_row(s, input + n * in_strides[0], in_strides[1], in_strides[2], in_strides[3], oy, col);
-      const GemmArgs g{s.out_w, k, s.out_c, col, k, packed, output + r * s.out_w * s.out_c, s.out_c,
+    float* col = im2col_buffer(chunk * s.out_w * k);
+    for (int64_t r = r0; r < r1;) {  // output rows of one image: im2col, then one GEMM
+      const int64_t n = r / s.out_h, end = std::min({r1, r + chunk, (n + 1) * s.out_h});
+      for (int64_t i = r; i < end; ++i)
+        im2col_row(s, input + n * in_strides[0], in_strides[1], in_strides[2], in_strides[3], i % s.out_h,
+                   col + (i - r) * s.out_w * k);
+      const int64_t pixels = (end - r) * s.out_w;
+      const GemmArgs g{pixels, k, s.out_c, col, k, packed, output + r * s.out_w * s.out_c, s.out_c,
                        nullptr, 0, nullptr, 1, s.activation};
-      kernels.gemm_tiles(g, 0, s.out_w, 0, gemm_panels(s.out_c));
+      kernels.gemm_tiles(g, 0, pixels, 0, gemm_panels(s.out_c));
+      r = end;
     }
   };
   if (threads == 1) body(0, rows); else parallel_for(rows, threads, body);
