@@ -64,10 +64,13 @@ torch_site=$build/aarch64-torch  # torch 2.9.1 for aarch64 and its pure-Python d
 ort_site=$build/aarch64-ort      # onnxruntime for aarch64 and its dependencies (board stage)
 board_out=$build/aarch64-board   # the board stage's bench JSON files and merged report
 torch_version=2.9.1
-# onnxruntime for the emulated board stage. Newer aarch64 wheels (1.32.0 tried) crash with
-# SIGSEGV while loading onnxruntime_pybind11_state under qemu-user on both emulated CPUs, before
-# any of our code runs; 1.19.2 loads and runs there.
-ort_version=1.19.2
+# onnxruntime for the emulated board stage, and onnx (torch 2.9.1's ONNX exporter needs it; the
+# 1.17 line needs no ml_dtypes) with a protobuf both accept. The newest onnxruntime aarch64 wheel
+# (1.32.0) crashes with SIGSEGV while loading onnxruntime_pybind11_state under qemu-user on both
+# emulated CPUs, before any of our code runs; 1.19.2, 1.22.1, 1.23.2 and 1.24.1 load.
+ort_version=1.24.1
+onnx_version=1.17.0
+protobuf_version=5.29.5
 export PIP_CACHE_DIR=$build/pip-cache PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore
 export MNV3EXT_ARM_ROOTFS=$rootfs
 
@@ -201,17 +204,17 @@ if want board; then
   # from the empty directory so the source tree is not imported instead.
   (cd "$run_dir" && python3 -c 'import mnv3ext._C, jsonschema') ||
     die "board: the host python3 needs mnv3ext and jsonschema installed (pip install torch==2.13.0 '.[test]')"
-  ort_stamp="onnxruntime==$ort_version cp311 manylinux_2_28_aarch64"
+  ort_stamp="onnxruntime==$ort_version onnx==$onnx_version protobuf==$protobuf_version cp311 manylinux_2_28_aarch64"
   if [ "$(cat "$ort_site/.mnv3ext-stamp" 2>/dev/null)" != "$ort_stamp" ]; then
     say "onnxruntime $ort_version for aarch64 (download)"
     rm -rf "$ort_site" "$ort_site.tmp"
-    # Its binary dependencies (protobuf, flatbuffers is pure Python) for the target too; numpy
-    # and sympy come from the root file system and the torch site. No aarch64 wheel: the board
-    # stage runs without the onnxruntime backend and says so.
+    # With their dependencies for the target; numpy, sympy and typing-extensions come from the
+    # root file system and the torch site. No aarch64 wheel: the board stage runs without the
+    # onnxruntime backend and says so.
     if python3 -m pip install -q --no-deps --only-binary=:all: --platform manylinux_2_28_aarch64 \
          --platform manylinux2014_aarch64 --python-version 3.11 --implementation cp --abi cp311 \
-         --target "$ort_site.tmp" "onnxruntime==$ort_version" protobuf flatbuffers packaging coloredlogs \
-         humanfriendly; then
+         --target "$ort_site.tmp" "onnxruntime==$ort_version" "onnx==$onnx_version" \
+         "protobuf==$protobuf_version" flatbuffers packaging coloredlogs humanfriendly; then
       echo "$ort_stamp" > "$ort_site.tmp/.mnv3ext-stamp"
       mv "$ort_site.tmp" "$ort_site"
     else
