@@ -3,7 +3,8 @@ conv, the head), per backend -- the per-layer latency lookup table NetAdapt-styl
 
 Each backend's blocks are run once as a chain on the benchmark input to capture the input every
 block sees inside that backend's model (so layouts between blocks are the backend's own), then
-all (block, backend) pairs are timed interleaved round-robin, warm-up excluded, medians.
+all (block, backend) pairs are timed in alternating blocks (a warm call, then 5 timed calls per
+pair and block), warm-up excluded, medians.
 For the mnv3ext backends each block is ``mnv3ext.optimize``d on its own, with the backend's
 memory format: the optimized whole model is one flat graph, whose fusions never cross a block.
 
@@ -22,7 +23,7 @@ import torch
 
 from .backends import BackendUnavailable, _optimize_fn
 from .models import Segment, fold_batchnorms, segments
-from .timing import interleaved
+from .timing import alternating_blocks
 
 __all__ = ["PER_LAYER_BACKENDS", "measure_per_layer", "add_ort_per_block", "format_per_layer"]
 
@@ -89,7 +90,9 @@ def measure_per_layer(model: torch.nn.Module, x: torch.Tensor, backends: Sequenc
     stats = {}
     if fns:
         with torch.inference_mode():
-            stats = interleaved(fns, warmup=warmup, runs=runs, seconds=seconds, progress=progress)
+            # blocks, not call by call: pools that spin after a call (torch's OpenMP, ours for
+            # MNV3EXT_SPIN_US) would otherwise charge their spinning to the next (block, backend)
+            stats = alternating_blocks(fns, warmup=warmup, runs=runs, seconds=seconds, progress=progress)
     rows = []
     for i, name in enumerate(names or []):
         row: Dict[str, Any] = {"index": i, "name": name, "median_ms": {}, "p10_ms": {}, "p90_ms": {}, "notes": {}}
