@@ -42,7 +42,7 @@ int spin_microseconds_from_env() {
 template <class Done>
 bool spin_until(Done done, Clock::duration spin) {
   if (spin <= Clock::duration::zero()) return done();
-  constexpr auto kPureSpin = std::chrono::microseconds(5);
+  constexpr auto kPureSpin = std::chrono::microseconds(2);
   const Clock::time_point start = Clock::now();
   for (;;) {
     for (int i = 0; i < 32; ++i) {
