@@ -82,6 +82,9 @@ struct GemmArgs {
   const float* scale;      // null, or (m / scale_rows + 1, k) row-major
   int64_t scale_rows;
   Activation activation;   // kNone, kRelu, kRelu6 or kHardswish
+  // null, or A[i, kk] = a[i * lda + a_offsets[kk]] instead (a convolution's taps read in place);
+  // not with scale.
+  const int64_t* a_offsets = nullptr;
 };
 
 // Rows [row_begin, row_end) x panels [panel_begin, panel_end) of a GEMM. Every element is

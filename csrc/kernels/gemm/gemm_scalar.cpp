@@ -22,7 +22,7 @@ void tile(const GemmArgs& g, const float* a, int64_t lda, int64_t row, int64_t r
   for (int64_t kk = 0; kk < g.k; ++kk) {
     const float* wk = w + (1 + kk) * kGemmPanel;
     for (int64_t i = 0; i < rows; ++i) {
-      const float ai = a[i * lda + kk];
+      const float ai = a[i * lda + (g.a_offsets ? g.a_offsets[kk] : kk)];
       for (int64_t j = 0; j < kGemmPanel; ++j) acc[i][j] += ai * wk[j];
     }
   }

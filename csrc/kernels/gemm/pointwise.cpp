@@ -61,6 +61,7 @@ void check_gemm_args(const GemmArgs& g) {
   require(g.ldc >= g.n, "output: row stride smaller than its channels");
   require(!g.residual || (g.ldr >= g.n && fits({g.m, g.ldr})), "residual: bad row stride");
   require(!g.scale || g.scale_rows >= 1, "input_scale: rows per scale row must be >= 1");
+  require(!(g.scale && g.a_offsets), "input_scale: not with tap offsets");
   require(g.activation >= Activation::kNone && g.activation <= Activation::kHardswish,
           "activation: must be none, relu, relu6 or hardswish");
 }
@@ -136,18 +137,18 @@ inline void zero_floats(int64_t n, float* dst) {
 // kw * C floats for pixels away from the left/right edges; any other layout gathers element
 // by element.
 void im2col_row(const ConvShape& s, const float* image, int64_t sc, int64_t sh, int64_t sw,
-                int64_t oy, float* col) {
+                int64_t oy, int64_t ox_begin, int64_t ox_end, float* col) {
   const int64_t C = s.in_c, KW = s.kernel_w, k = C * s.kernel_h * KW;
   const bool nhwc = sc == 1 && sw == C && s.dilation_w == 1;
   for (int ky = 0; ky < s.kernel_h; ++ky) {
     const int64_t iy = oy * s.stride_h - s.pad_top + int64_t(ky) * s.dilation_h;
     float* dst = col + ky * KW * C;
     if (iy < 0 || iy >= s.in_h) {
-      for (int64_t ox = 0; ox < s.out_w; ++ox) zero_floats(KW * C, dst + ox * k);
+      for (int64_t ox = ox_begin; ox < ox_end; ++ox) zero_floats(KW * C, dst + (ox - ox_begin) * k);
       continue;
     }
     const float* row = image + iy * sh;
-    for (int64_t ox = 0; ox < s.out_w; ++ox, dst += k) {
+    for (int64_t ox = ox_begin; ox < ox_end; ++ox, dst += k) {
       const int64_t ix0 = ox * s.stride_w - s.pad_left;
       if (nhwc && ix0 >= 0 && ix0 + KW <= s.in_w) {
         copy_floats(row + ix0 * C, KW * C, dst);
@@ -168,24 +169,50 @@ void im2col_row(const ConvShape& s, const float* image, int64_t sc, int64_t sh, 
 void conv2d_gemm(const ConvShape& s, const float* input, const int64_t in_strides[4],
                  const float* packed, float* output, int threads) {
   const KernelTable& kernels = active_kernels();
-  const int64_t k = s.in_c * s.kernel_h * s.kernel_w, rows = s.batch * s.out_h;
+  const int64_t C = s.in_c, k = C * s.kernel_h * s.kernel_w, rows = s.batch * s.out_h;
   if (rows == 0) return;
   const int64_t by_size = std::max<int64_t>(1, rows * s.out_w * k * s.out_c / kMinMacsPerThread);
   threads = int(std::max<int64_t>(1, std::min<int64_t>({threads, by_size, rows})));
-  // Output rows per GEMM call: a few hundred pixels, so the tiles run full most of the time.
-  const int64_t chunk = std::max<int64_t>(1, std::min<int64_t>(s.out_h, 512 / s.out_w));
+  const int64_t sn = in_strides[0], sc = in_strides[1], sh = in_strides[2], sw = in_strides[3];
+  // Windows entirely inside the image are read in place: A[ox, tap] = window start + offsets[tap]
+  // (taps in NHWC order), no im2col. Output rows whose window leaves the image at the top or
+  // bottom, and the pixels at the left and right edges, go through im2col.
+  std::vector<int64_t> offsets(static_cast<size_t>(k));
+  for (int ky = 0; ky < s.kernel_h; ++ky)
+    for (int kx = 0; kx < s.kernel_w; ++kx)
+      for (int64_t c = 0; c < C; ++c)
+        offsets[size_t((ky * s.kernel_w + kx) * C + c)] =
+            c * sc + int64_t(ky) * s.dilation_h * sh + int64_t(kx) * s.dilation_w * sw;
+  const int64_t span_h = int64_t(s.kernel_h - 1) * s.dilation_h, span_w = int64_t(s.kernel_w - 1) * s.dilation_w;
+  const int64_t ox_lo = std::min<int64_t>(s.out_w, (s.pad_left + s.stride_w - 1) / s.stride_w);
+  const int64_t ox_hi = std::max(ox_lo, std::min(s.out_w, s.in_w - 1 - span_w + s.pad_left >= 0
+                                                              ? (s.in_w - 1 - span_w + s.pad_left) / s.stride_w + 1
+                                                              : int64_t(0)));
+  const int64_t panels = gemm_panels(s.out_c);
+  auto gemm_pixels = [&](const float* a, int64_t lda, const int64_t* koff, int64_t pixels, float* out) {
+    if (pixels <= 0) return;
+    GemmArgs g{pixels, k, s.out_c, a, lda, packed, out, s.out_c, nullptr, 0, nullptr, 1, s.activation};
+    g.a_offsets = koff;
+    kernels.gemm_tiles(g, 0, pixels, 0, panels);
+  };
   auto body = [&](int64_t r0, int64_t r1) {
-    float* col = im2col_buffer(chunk * s.out_w * k);
-    for (int64_t r = r0; r < r1;) {  // output rows of one image: im2col, then one GEMM
-      const int64_t n = r / s.out_h, end = std::min({r1, r + chunk, (n + 1) * s.out_h});
-      for (int64_t i = r; i < end; ++i)
-        im2col_row(s, input + n * in_strides[0], in_strides[1], in_strides[2], in_strides[3], i % s.out_h,
-                   col + (i - r) * s.out_w * k);
-      const int64_t pixels = (end - r) * s.out_w;
-      const GemmArgs g{pixels, k, s.out_c, col, k, packed, output + r * s.out_w * s.out_c, s.out_c,
-                       nullptr, 0, nullptr, 1, s.activation};
-      kernels.gemm_tiles(g, 0, pixels, 0, gemm_panels(s.out_c));
-      r = end;
+    float* col = im2col_buffer(s.out_w * k);
+    for (int64_t r = r0; r < r1; ++r) {
+      const int64_t n = r / s.out_h, oy = r % s.out_h;
+      const float* image = input + n * sn;
+      float* out = output + r * s.out_w * s.out_c;
+      const int64_t iy0 = oy * s.stride_h - s.pad_top;
+      if (iy0 < 0 || iy0 + span_h >= s.in_h || ox_lo >= ox_hi) {  // the whole row through im2col
+        im2col_row(s, image, sc, sh, sw, oy, 0, s.out_w, col);
+        gemm_pixels(col, k, nullptr, s.out_w, out);
+        continue;
+      }
+      im2col_row(s, image, sc, sh, sw, oy, 0, ox_lo, col);
+      gemm_pixels(col, k, nullptr, ox_lo, out);
+      gemm_pixels(image + iy0 * sh + (ox_lo * s.stride_w - s.pad_left) * sw, s.stride_w * sw,
+                  offsets.data(), ox_hi - ox_lo, out + ox_lo * s.out_c);
+      im2col_row(s, image, sc, sh, sw, oy, ox_hi, s.out_w, col);
+      gemm_pixels(col, k, nullptr, s.out_w - ox_hi, out + ox_hi * s.out_c);
     }
   };
   if (threads == 1) body(0, rows); else parallel_for(rows, threads, body);
