@@ -80,6 +80,17 @@ from ._checks import (  # noqa: F401  (constants and public helpers re-exported 
 )
 
 __all__ = [
+    "CONFIG_FIELDS",
+    "block_config",
+    "conv2d_packed",
+    "describe_config",
+    "global_avg_pool",
+    "inverted_residual",
+    "linear_packed",
+    "packed_gemm_numel",
+    "pointwise_conv2d",
+    "pointwise_conv2d_packed",
+    "se_gate_packed",
     "DW_ACTIVATIONS",
     "SE_ACTIVATIONS",
     "SE_GATES",

@@ -139,7 +139,7 @@ _ACTIVATION_NAMES = ("none", "relu", "relu6", "hardswish", "hardsigmoid", "sigmo
 
 def _block_sections(config):
     """Float offsets of ``pack_inverted_residual``'s sections (as ``mnv3ext._C.block_layout``)."""
-    cin, e, cout, kh, kw = config[0], config[1], config[2], config[3], config[4]
+    cin, e, kh, kw = config[0], config[1], config[3], config[4]
     has_expand, s = config[11], config[14]
 
     def up(n):

@@ -23,8 +23,9 @@ from mnv3ext.models import (
     mobilenet_v3_small,
     randomize_batchnorm_,
 )
-from mnv3ext.nn import FusedDepthwiseConv2d, FusedSqueezeExcite
-from mnv3ext.optimize import OptimizeSummary, PointwiseConv2d, SameFusedDepthwiseConv2d
+from mnv3ext import ops
+from mnv3ext.nn import FusedInvertedResidual
+from mnv3ext.optimize import OptimizeSummary
 
 import mimics
 
@@ -119,13 +120,18 @@ def test_our_models_fusion_counts(name):
 
 def test_optimized_structure_keeps_names():
     o = _optimized("large", CL)
-    assert isinstance(o.get_submodule("features.1.block.0.0"), FusedDepthwiseConv2d)
-    assert isinstance(o.get_submodule("features.4.block.2"), FusedSqueezeExcite)
-    assert isinstance(o.get_submodule("features.2.block.0.0"), PointwiseConv2d)
-    assert o.get_submodule("features.4.block.2").activation == "relu"
-    assert o.get_submodule("features.4.block.2").gate == "hardsigmoid"
-    acts = {o.get_submodule(n).activation for n, _ in o.mnv3ext_summary.fused_depthwise}
+    # each inverted-residual block is one module, at the block's own name
+    blocks = {n: o.get_submodule(n) for n, _ in o.mnv3ext_summary.blocks}
+    assert len(blocks) == 15 and all(isinstance(b, FusedInvertedResidual) for b in blocks.values())
+    first = ops.describe_config(o.get_submodule("features.1.block").config)
+    assert (first["has_expand"], first["dw_activation"], first["has_residual"]) == (0, "relu", 1)
+    se = ops.describe_config(o.get_submodule("features.4.block").config)
+    assert (se["se_squeeze"], se["se_activation"], se["se_gate"], se["stride"]) == (24, "relu", "hardsigmoid", 2)
+    last = ops.describe_config(o.get_submodule("features.15.block").config)
+    assert (last["in_channels"], last["expanded_channels"], last["kernel_h"]) == (160, 960, 5)
+    acts = {ops.describe_config(b.config)["dw_activation"] for b in blocks.values()}
     assert acts == {"relu", "hardswish"}
+    assert not o.mnv3ext_summary.left_on_pytorch
 
 
 def test_original_untouched_and_inplace():
@@ -185,10 +191,10 @@ def test_mimics(name):
 
 def test_timm_same_padding_is_dynamic():
     o = _optimized("timm_tf_same", CL)
-    same = [mod for mod in o.modules() if isinstance(mod, SameFusedDepthwiseConv2d)]
+    same = [mod for mod in o.modules() if isinstance(mod, FusedInvertedResidual) and mod.same_padding]
     assert len(same) == 3  # the stride-2 depthwise convs; stride-1 ones have static padding
     # HardSwishMe inside BatchNormAct2d was recognised (by probing) and fused too
-    assert {mod.activation for mod in same} == {"relu", "hardswish"}
+    assert {ops.describe_config(mod.config)["dw_activation"] for mod in same} == {"relu", "hardswish"}
     # timm's BatchNormAct2d kept only its activation after folding
     assert not any(isinstance(mod, nn.modules.batchnorm._BatchNorm) for mod in o.modules())
 

@@ -10,10 +10,9 @@ Weights live in buffers so ``state_dict``/``torch.save``/``copy.deepcopy`` round
 from __future__ import annotations
 
 import math
-from typing import List, Optional
+from typing import List
 
 import torch
-from torch import nn
 
 from ..nn.fused import FusedDepthwiseConv2d, _dwconv2d_packed
 from ..nn.gemm import FusedConv2d, FusedPointwiseConv2d, _conv
