@@ -928,3 +928,33 @@ def test_pack_missing_biases_pack_as_zero():
     no_bias = {k: (None if k.endswith("bias") else v) for k, v in w.items()}
     zero_bias = {k: (torch.zeros_like(v) if k.endswith("bias") and v is not None else v) for k, v in w.items()}
     assert torch.equal(_pack_with(no_bias, config), _pack_with(zero_bias, config))
+
+
+def test_strided_and_offset_packed_weights_give_the_same_result():
+    case = next(c for c in CASES if c[0] == "act5")
+    s, x, w = _build(case, seed=21)
+    config = config_of(s)
+    packed = pack(w, config)
+    strided = torch.stack([packed, torch.full_like(packed, math.nan)], 1)[:, 0]  # stride 2, NaN between
+    offset = torch.cat([torch.full((3,), math.nan), packed])[3:]  # storage offset 3 (unaligned)
+    for isa in ISAS:
+        with mnv3ext.use_isa(isa):
+            want = OPS.inverted_residual(x, packed, config)
+            got_strided = OPS.inverted_residual(x, strided, config)
+            got_offset = OPS.inverted_residual(x, offset, config)
+        assert torch.equal(got_strided, want), f"[{isa}] strided packed_weights"
+        assert torch.equal(got_offset, want), f"[{isa}] packed_weights at storage offset 3"
+
+
+def test_gradients_are_refused_clearly():
+    _, p, c, _ = _bad_setup()
+    x = torch.randn(1, 8, 6, 6, requires_grad=True)
+    with pytest.raises(RuntimeError, match="inference-only"):
+        OPS.inverted_residual(x, p, c)
+    with pytest.raises(RuntimeError, match="inference-only"):
+        mnv3ext.ops.inverted_residual(x, p, c)
+    with torch.no_grad():
+        OPS.inverted_residual(x, p, c)
+    m, _ = _module(_BAD_S, torch.Generator().manual_seed(1))
+    with pytest.raises(RuntimeError, match="inference-only"):
+        m.train()(x.detach())
