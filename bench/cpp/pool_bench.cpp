@@ -10,7 +10,9 @@
 //   busy gap    an empty body, each call after the caller computed for 1 ms (a torch op)
 //   work N us   a body of N us of serial arithmetic split `threads` ways, back to back; the
 //               serial time of the same work is printed beside it
-//   worker %    share of the split calls' chunks (beyond the caller's first) that a worker ran
+//   worker %    chunks of the timed split calls run by a worker, per call, over (threads - 1):
+//               100% = the workers ran their share; can exceed 100% (a polling worker may claim
+//               chunk 0 before the caller does), ~0% = the caller ran everything (no free core)
 // No assertions: the numbers vary with the host, compare the two columns of one run.
 #include <algorithm>
 #include <atomic>
@@ -245,7 +247,7 @@ int main(int argc, char** argv) {
   row(busy_gap, 0);
   for (int w = 0; w < kWork; ++w) row(work[w], serial[w].quantile(0.5));
   for (int p = 0; p < 2; ++p)
-    std::printf("%s: a worker ran %.1f%% of the chunks beyond the caller's share\n", pool_names[p],
+    std::printf("%s: workers ran %.1f%% of (threads - 1) chunks per split call\n", pool_names[p],
                 100.0 * double(worker_chunks[p].load()) / double(std::max<int64_t>(1, split_chunks[p])));
   return 0;
 }
