@@ -35,7 +35,9 @@ function(mnv3ext_add_kernel_library target)
   find_package(Threads REQUIRED)
   target_link_libraries(${target} PUBLIC Threads::Threads)
   if(CMAKE_CXX_COMPILER_ID MATCHES "GNU|Clang")
-    target_compile_options(${target} PRIVATE -Wall -Wextra)
+    # No contraction of a separate multiply and add into an FMA: the compiler would do it in some
+    # tile shapes and not others, and results must not depend on how work is tiled or split.
+    target_compile_options(${target} PRIVATE -Wall -Wextra -ffp-contract=off)
   endif()
   if(MNV3EXT_SANITIZE)
     target_compile_options(${target} PUBLIC -fsanitize=address,undefined -fno-omit-frame-pointer

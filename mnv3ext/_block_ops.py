@@ -215,7 +215,7 @@ def _block_cpu(input, packed_weights, config):
     out = input.new_empty_strided(size, strides)
     if size[0]:
         plan.run(input.data_ptr(), packed_weights.data_ptr(), out.data_ptr(), torch.get_num_threads())
-    return out if channels_last else out.contiguous()
+    return out if channels_last else out.clone(memory_format=torch.contiguous_format)
 
 
 def _block_fake(input, packed_weights, config):

@@ -162,7 +162,7 @@ def _pointwise_packed_cpu(input, packed_weight, out_channels, activation, residu
     if size[0]:
         plan.run(input.data_ptr(), packed_weight.data_ptr(), out.data_ptr(), _ops._ptr(residual),
                  _ops._ptr(input_scale), torch.get_num_threads())
-    return out if channels_last else out.contiguous()
+    return out if channels_last else out.clone(memory_format=torch.contiguous_format)
 
 
 def _pointwise_packed_fake(input, packed_weight, out_channels, activation, residual, input_scale):
@@ -247,7 +247,9 @@ def _conv_cpu(input, packed_weight, out_channels, conv_params, activation):
     out = input.new_empty_strided(size, strides)
     if size[0]:  # the kernel reads the input through its strides: no copy in any layout
         plan.run(input.data_ptr(), packed_weight.data_ptr(), out.data_ptr(), torch.get_num_threads())
-    return out if channels_last else out.contiguous()
+    # NCHW strides exactly as the fake kernel gives them, also where NHWC ones would count as
+    # contiguous too (one channel, 1x1 planes, an empty batch)
+    return out if channels_last else out.clone(memory_format=torch.contiguous_format)
 
 
 def _conv_fake(input, packed_weight, out_channels, conv_params, activation):
@@ -322,6 +324,8 @@ def _pool_cpu(input):
         dense = channels_last or input.is_contiguous()
         entry = (_C.PoolPlan(n, c, h * w, channels_last), (n, c, 1, 1), not dense)
         _ops._remember(_PLANS, key, entry)
+    if torch.is_grad_enabled():
+        _check_inference(input)
     plan, size, copy = entry
     if copy:
         input = input.contiguous()

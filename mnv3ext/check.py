@@ -150,7 +150,8 @@ def _reference_of(m: nn.Module, x: torch.Tensor, kwargs: dict) -> Optional[torch
         return _activation(F.linear(x, m.weight.double(), m.bias.double()), m.activation)
     if isinstance(m, FusedInvertedResidual):
         config = m._same_config(x.shape[-2], x.shape[-1]) if m.same_padding else m.config
-        return reference.inverted_residual(x, m.packed_weights.double(), config)
+        # packed afresh from the module's weights: a corrupted packed tensor must not be its own reference
+        return reference.inverted_residual(x, m._pack().double(), config)
     if isinstance(m, GlobalAvgPool):
         return x.mean((2, 3), keepdim=m.keepdim)
     return None

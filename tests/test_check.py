@@ -45,9 +45,13 @@ def test_check_dict_outputs_and_nchw():
 
 def test_check_mimic_with_same_padding():
     m = mimics.randomized(mimics.TimmStyleMobileNetV3(same=True))
-    report = mnv3ext.check(m, torch.randn(1, 3, 75, 94))
+    optimized = mnv3ext.optimize(m)
+    report = mnv3ext.check(m, torch.randn(1, 3, 75, 94), optimized=optimized)
     assert report.ok, str(report)
-    assert any(l.kind == "depthwise(same)" for l in report.layers)
+    same = {n for n, mod in optimized.named_modules() if getattr(mod, "same_padding", False)}
+    checked = {l.name for l in report.layers if l.kind == "block"}
+    assert len(same) == 3 and same <= checked, (same, str(report))  # the 3 stride-2 blocks
+    assert [l.kind for l in report.layers].count("conv(same)") == 1  # the stem
 
 
 def test_check_detects_a_wrong_model(small):
@@ -55,13 +59,14 @@ def test_check_detects_a_wrong_model(small):
     at that layer and in the output, not hidden."""
     x = torch.randn(1, 3, 128, 128)
     optimized = mnv3ext.optimize(small)
-    dw = optimized.get_submodule("features.1.block.0.0")
-    with torch.no_grad():
-        dw.packed_weight *= 1.1
+    block = optimized.get_submodule("features.1.block")
+    layout = mnv3ext._C.block_layout(block.config)
+    with torch.no_grad():  # the depthwise section of the block's packed weights
+        block.packed_weights[layout["dw"]:layout["se_fc1"]] *= 1.1
     report = mnv3ext.check(small, x, optimized=optimized)
     assert not report.ok
     bad = [l.name for l in report.layers if not l.ok]
-    assert bad == ["features.1.block.0.0"]
+    assert bad == ["features.1.block"]
     assert not report.outputs[0].ok
     assert "over tolerance" in str(report) and "FAILED" in str(report)
 

@@ -149,6 +149,13 @@ def test_original_untouched_and_inplace():
 # ---------------------------------------------------------------------------------------------
 # other code bases' structures
 
+MIMIC_BLOCKS = {  # inverted-residual blocks run as one op
+    "timm_style": 7,
+    "timm_tf_same": 7,
+    "ssdlite_like": 25,
+    "hand_written": 1,
+    "untraceable_root": 0,
+}
 MIMIC_COUNTS = {  # (dw, se, bn, fallback modules)
     "timm_style": (7, 4, 21, 0),
     "timm_tf_same": (7, 4, 21, 0),
@@ -186,6 +193,8 @@ def test_mimics(name):
     s = _optimized(name, CL).mnv3ext_summary
     dw, se, bn, fb = MIMIC_COUNTS[name]
     assert (len(s.fused_depthwise), len(s.fused_se), len(s.folded_batchnorm), len(s.fallback)) == (dw, se, bn, fb), str(s)
+    assert len(s.blocks) == MIMIC_BLOCKS[name], str(s)
+    assert not s.left_on_pytorch, str(s)
     assert not s.unfused, str(s)
 
 
@@ -329,9 +338,9 @@ def test_torch_export():
     x = torch.randn(1, 3, 224, 224)
     ep = torch.export.export(o, (x,))
     targets = {str(n.target) for n in ep.graph.nodes if n.op == "call_function"}
-    assert any("mnv3ext.dwconv2d_packed" in t for t in targets)
-    # every layer on mnv3ext ops: SE gates folded into the 1x1 convs, stem, pool and classifier
-    for op in ("se_gate_packed", "pointwise_conv2d_packed", "conv2d_packed", "global_avg_pool", "linear_packed"):
+    # every layer on mnv3ext ops: the blocks, stem, last 1x1, pool and classifier
+    assert sum("mnv3ext.inverted_residual" in str(n.target) for n in ep.graph.nodes) == 11
+    for op in ("pointwise_conv2d_packed", "conv2d_packed", "global_avg_pool", "linear_packed"):
         assert any(f"mnv3ext.{op}" in t for t in targets), op
     assert not any("aten.convolution" in t or "aten.linear" in t or "aten.addmm" in t for t in targets), targets
     with torch.no_grad():

@@ -28,7 +28,7 @@ FORMATS = {"cl": torch.channels_last, "nchw": torch.contiguous_format}
 LOADER = r"""
 import sys, torch, mnv3ext
 from mnv3ext.models import mobilenet_v3_small, randomize_batchnorm_
-from mnv3ext.nn import FusedDepthwiseConv2d
+from mnv3ext.nn import FusedConv2d, FusedInvertedResidual, FusedLinear, FusedPointwiseConv2d
 torch.set_num_threads(1)
 folder, isa = sys.argv[1], sys.argv[2]
 assert mnv3ext.current_isa() == isa, (mnv3ext.current_isa(), isa)
@@ -45,11 +45,18 @@ with torch.no_grad():
             fresh.load_state_dict(torch.load(f"{folder}/state_{saved_under}_{fmt}.pt"))
             for name, model in (("whole", whole), ("state_dict", fresh)):
                 model.eval()
-                packed = [m for m in model.modules() if isinstance(m, FusedDepthwiseConv2d)]
-                assert packed, "no fused depthwise modules"
-                for m in packed:
-                    repacked = torch.ops.mnv3ext.pack_dwconv_weight(m.weight, m.bias)
-                    assert torch.equal(m.packed_weight, repacked), f"{name}: stale packed weights"
+                blocks = [m for m in model.modules() if isinstance(m, FusedInvertedResidual)]
+                assert len(blocks) == 11, "not every block fused"
+                for m in blocks:
+                    repacked = torch.ops.mnv3ext.pack_inverted_residual(
+                        m.expand_weight, m.expand_bias, m.dw_weight, m.dw_bias, m.se_fc1_weight, m.se_fc1_bias,
+                        m.se_fc2_weight, m.se_fc2_bias, m.project_weight, m.project_bias, m.config)
+                    assert torch.equal(m.packed_weights, repacked), f"{name}: stale packed block weights"
+                gemms = [m for m in model.modules() if isinstance(m, (FusedPointwiseConv2d, FusedLinear))]
+                assert gemms and all(torch.equal(m.packed_weight, torch.ops.mnv3ext.pack_gemm_weight(m.weight, m.bias))
+                                     for m in gemms), f"{name}: stale packed GEMM weights"
+                (stem,) = [m for m in model.modules() if isinstance(m, FusedConv2d)]
+                assert torch.equal(stem.packed_weight, stem._pack()), f"{name}: stale packed stem weights"
                 out = model(io["x"])
                 assert torch.equal(out, io["expected"][fmt][isa]), f"{name} saved under {saved_under} ({fmt})"
                 torch.testing.assert_close(out, io["expected"][fmt][saved_under], rtol=1e-4, atol=1e-4)

@@ -24,14 +24,39 @@ __all__ = ["convert_dense_convs", "convert_linears", "convert_pools", "fuse_resi
            "fold_se_into_pointwise", "fuse_blocks", "report_left_on_pytorch"]
 
 
+def find_activation(gm: fx.GraphModule, node: fx.Node, allowed):
+    """(name, nodes) of the activation applied to ``node`` alone -- also a composite one that uses
+    ``node`` twice, as ``x * relu6(x + 3) / 6`` does -- or None."""
+    candidates, frontier = [], list(node.users)
+    for _ in range(4):  # composite activations are at most 4 nodes deep
+        candidates += frontier
+        frontier = [u for n in frontier for u in n.users]
+    for end in candidates:
+        act = classify_activation(gm, end)
+        if act is None or act[1] is not node or act[0] not in allowed:
+            continue
+        inside = set(act[2])
+        if set(node.users) <= inside and all(set(n.users) <= inside for n in act[2][:-1]):
+            return act[0], act[2]
+    return None
+
+
 def _take_activation(gm: fx.GraphModule, node: fx.Node):
     """(nodes, out, name) of the activation applied to ``node`` alone, if the GEMM epilogue has it."""
-    user = _single_user(node)
-    act = classify_activation(gm, user) if user is not None else None
-    if act is not None and act[1] is node and act[0] in GEMM_ACTIVATIONS \
-            and all(len(n.users) == 1 for n in act[2][:-1]):
-        return act[2], act[2][-1], act[0]
-    return [], node, "none"
+    found = find_activation(gm, node, GEMM_ACTIVATIONS)
+    if found is None:
+        return [], node, "none"
+    return found[1], found[1][-1], found[0]
+
+
+def remove_identities(gm: fx.GraphModule) -> None:
+    """Calls of stock ``nn.Identity`` modules (timm's absent SE and drop_path) are dropped, so the
+    patterns around them match."""
+    for node in list(gm.graph.nodes):
+        m = module_of(gm, node)
+        if type(m) is nn.Identity and len(node.args) == 1 and not node.kwargs and isinstance(node.args[0], fx.Node):
+            node.replace_all_uses_with(node.args[0])
+            gm.graph.erase_node(node)
 
 
 def convert_dense_convs(gm: fx.GraphModule, summary: OptimizeSummary) -> None:
@@ -200,6 +225,7 @@ def report_left_on_pytorch(gm: fx.GraphModule, summary: OptimizeSummary) -> None
 
 
 def run_gemm_passes(gm: fx.GraphModule, summary: OptimizeSummary) -> None:
+    remove_identities(gm)
     convert_dense_convs(gm, summary)
     convert_linears(gm, summary)
     convert_pools(gm, summary)
@@ -260,7 +286,8 @@ def _match_block(gm: fx.GraphModule, project: fx.Node):
 
 def fuse_blocks(gm: fx.GraphModule, summary: OptimizeSummary) -> None:
     """Each [1x1 expand] -> depthwise -> [SE gate] -> 1x1 project (+ input) chain -> FusedInvertedResidual."""
-    from .passes import _common_scope, _scope_exclusive
+    from .passes import _common_scope, _scope_exclusive, remove_dead_pure_nodes
+    remove_dead_pure_nodes(gm)  # shape queries left by the SE fusion would look like other users
     for node in list(gm.graph.nodes):
         if node not in gm.graph.nodes or not _pointwise_node(gm, node):
             continue

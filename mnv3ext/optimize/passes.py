@@ -419,13 +419,12 @@ def reroute_pointwise(gm: fx.GraphModule, summary: OptimizeSummary) -> None:
         spec, _ = conv_spec(gm, node)
         if spec is None or not spec.is_pointwise:
             continue
+        from .gemm_passes import find_activation
         nodes, out, activation = [node], node, "none"
-        user = _single_user(node)
-        act = classify_activation(gm, user) if user is not None else None
-        if act is not None and act[1] is node and act[0] in POINTWISE_ACTIVATIONS \
-                and all(len(n.users) == 1 for n in act[2][:-1]):
-            nodes += act[2]
-            out, activation = act[2][-1], act[0]
+        act = find_activation(gm, node, POINTWISE_ACTIVATIONS)
+        if act is not None:
+            nodes += act[1]
+            out, activation = act[1][-1], act[0]
         new = PointwiseConv2d(spec.weight, spec.bias, activation)
         ok, why = _agrees(gm, spec.input, nodes, out, new, spec.weight.shape[1], min_hw=2)
         if not ok:
