@@ -236,6 +236,21 @@ def assert_block_close(out, ref, tol, label=""):
                                  f"reference {float(ref[finite][i])!r} tol {float(bound[i])!r}")
 
 
+# For finite randn inputs the worst-case bound above is loose through squeeze-excite (a mean of
+# 3,136 terms bounded as 3,138 eps); every such case is also held to this error relative to the
+# output's scale (observed: <= 5.1e-7 on scalar, AVX2 and AVX-512), which a wrong bias or tap of
+# 1e-3 exceeds.
+SCALED_RTOL = 1e-5
+
+
+def assert_scaled_close(out, ref, label=""):
+    if ref.numel() == 0:
+        return
+    err = float((out.double() - ref).abs().max())
+    scale = float(ref.abs().max())
+    assert err <= SCALED_RTOL * scale + 1e-30, f"{label}: max error {err:.3g} > {SCALED_RTOL} x max |ref| {scale:.3g}"
+
+
 def storage_digest(t):
     raw = torch.empty(0, dtype=torch.uint8).set_(t.untyped_storage())
     return hashlib.blake2b(raw.numpy().tobytes(), digest_size=16).digest()
@@ -402,6 +417,8 @@ def _check_on_every_isa(s, x, weights, threads=1, label=""):
         assert_unaliased(out, x, packed)
         assert out.dtype == torch.float32
         assert_block_close(out, ref, tol, f"{label} [{isa}]")
+        if bool(torch.isfinite(x).all()):
+            assert_scaled_close(out, ref, f"{label} [{isa}]")
         outs[isa] = out
     return outs, ref
 
@@ -476,8 +493,9 @@ def test_band_buffer_reuse_across_calls_and_shapes():
                 config = config_of(s)
                 packed = pack(weights, config)
                 out = OPS.inverted_residual(x, packed, config)
-                assert_block_close(out, block_ref64(x, weights, s), block_tolerance(x, weights, s),
-                                   f"{case[0]} [{isa}] after other shapes")
+                ref = block_ref64(x, weights, s)
+                assert_block_close(out, ref, block_tolerance(x, weights, s), f"{case[0]} [{isa}] after other shapes")
+                assert_scaled_close(out, ref, f"{case[0]} [{isa}] after other shapes")
 
 
 @pytest.mark.parametrize("where", ["nan", "inf", "-inf", "mixed"])
@@ -742,20 +760,10 @@ def test_fake_kernel_matches_real_shapes_and_strides():
             real = OPS.inverted_residual(x, packed, config)
             meta = OPS.inverted_residual(x.to("meta"), packed.to("meta"), config)
             assert meta.shape == real.shape == (n, s["cout"], *out_size(s, h, w)), cid
-            if not cl and (n == 0 or real.shape[2:] == (1, 1)):
-                continue  # known bug: test_fake_and_real_strides_identical_for_outputs_dense_in_both_formats
-            dims = [i for i in range(4) if real.shape[i] > 1]  # strides that address memory
-            assert [meta.stride(i) for i in dims] == [real.stride(i) for i in dims], \
-                f"{cid} cl={cl}: fake strides {meta.stride()} != {real.stride()}"
+            assert meta.stride() == real.stride(), f"{cid} cl={cl}: fake strides {meta.stride()} != {real.stride()}"
             assert meta.is_contiguous(memory_format=CL) == real.is_contiguous(memory_format=CL)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: mnv3ext/_block_ops.py _block_cpu returns `out.contiguous()` of a channels_last output for "
-    "NCHW input; when the output is dense in both formats (batch 0, H == W == 1, or C_out == 1) "
-    ".contiguous() keeps the channels_last strides, so the real strides differ from the fake kernel's "
-    "(_ops._empty_like_format) and from the other ops' exact NCHW strides (batch 0: (192, 1, 64, 16) "
-    "instead of (192, 12, 4, 1) for a (0, 16, 3, 4) output)"))
 @pytest.mark.parametrize("n, cin, cout, h, w", [(2, 16, 16, 1, 1), (2, 8, 1, 5, 6), (0, 8, 16, 6, 7)])
 def test_fake_and_real_strides_identical_for_outputs_dense_in_both_formats(n, cin, cout, h, w):
     s = spec(cin, cin * 3, cout, k=3)
