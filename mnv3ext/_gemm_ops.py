@@ -29,7 +29,7 @@ _lib.define(
 )
 _lib.define(
     "conv2d_packed(Tensor input, Tensor packed_weight, int out_channels, int[] conv_params, "
-    "str activation) -> Tensor"
+    "str activation, bool channels_last_output=False) -> Tensor"
 )
 _lib.define("linear_packed(Tensor input, Tensor packed_weight, int out_features, str activation) -> Tensor")
 _lib.define("global_avg_pool(Tensor input) -> Tensor")
@@ -221,10 +221,10 @@ def _check_conv(input, packed_weight, out_channels, conv_params, activation):
     return out_channels, kernel_size, stride, pads, dilation, out_h, out_w
 
 
-def _conv_cpu(input, packed_weight, out_channels, conv_params, activation):
+def _conv_cpu(input, packed_weight, out_channels, conv_params, activation, channels_last_output=False):
     try:
         key = ("conv", input.shape, input.stride(), input.dtype, packed_weight.shape, packed_weight.stride(),
-               packed_weight.dtype, out_channels, tuple(conv_params), activation)
+               packed_weight.dtype, out_channels, tuple(conv_params), activation, bool(channels_last_output))
         entry = _PLANS.get(key)
     except (AttributeError, TypeError, RuntimeError):
         key, entry = None, None
@@ -237,7 +237,8 @@ def _conv_cpu(input, packed_weight, out_channels, conv_params, activation):
         if (plan.out_h, plan.out_w) != (out_h, out_w):
             raise AssertionError("mnv3ext: output size disagrees between Python and C++")
         size = (n, out_channels, out_h, out_w)
-        entry = (plan, size, _ops._output_strides(*size, True), _ops._is_channels_last(input))
+        entry = (plan, size, _ops._output_strides(*size, True),
+                 bool(channels_last_output) or _ops._is_channels_last(input))
         _ops._remember(_PLANS, key, entry)
     if torch.is_grad_enabled():
         _check_inference(input, packed_weight)
@@ -252,11 +253,11 @@ def _conv_cpu(input, packed_weight, out_channels, conv_params, activation):
     return out if channels_last else out.clone(memory_format=torch.contiguous_format)
 
 
-def _conv_fake(input, packed_weight, out_channels, conv_params, activation):
+def _conv_fake(input, packed_weight, out_channels, conv_params, activation, channels_last_output=False):
     out_channels, _, _, _, _, out_h, out_w = _check_conv(input, packed_weight, out_channels, conv_params,
                                                          activation)
     return _ops._empty_like_format(input, (input.shape[0], out_channels, out_h, out_w),
-                                   _ops._is_channels_last(input))
+                                   bool(channels_last_output) or _ops._is_channels_last(input))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -418,11 +419,11 @@ def pointwise_conv2d_packed(input, packed_weight, out_channels, activation, resi
     return _POINTWISE_PACKED_OP(input, packed_weight, out_channels, activation, residual, input_scale)
 
 
-def conv2d_packed(input, packed_weight, out_channels, conv_params, activation):
+def conv2d_packed(input, packed_weight, out_channels, conv_params, activation, channels_last_output=False):
     """``torch.ops.mnv3ext.conv2d_packed``; in plain eager mode without the dispatcher round trip."""
     if _unobserved() and _plain(input) and _plain(packed_weight):
-        return _conv_cpu(input, packed_weight, out_channels, conv_params, activation)
-    return _CONV_OP(input, packed_weight, out_channels, conv_params, activation)
+        return _conv_cpu(input, packed_weight, out_channels, conv_params, activation, channels_last_output)
+    return _CONV_OP(input, packed_weight, out_channels, conv_params, activation, channels_last_output)
 
 
 def linear_packed(input, packed_weight, out_features, activation):

@@ -37,9 +37,11 @@ Ops (all inference-only, float32, CPU; none modifies its inputs):
     channels_last is the fast path; NCHW goes through a channels_last copy.
 ``pointwise_conv2d_packed(input, packed_weight, out_channels, activation, residual, input_scale)``
     The same with the weight packed once (what the optimized modules call).
-``conv2d_packed(input, packed_weight, out_channels, conv_params, activation)``
-    Dense convolution (groups 1; the stem) + bias + activation: im2col per output row, then the
-    GEMM; reads the input through its strides (no layout copy). ``conv_params`` as for
+``conv2d_packed(input, packed_weight, out_channels, conv_params, activation, channels_last_output=False)``
+    Dense convolution (groups 1; the stem) + bias + activation: windows inside the image read in
+    place, im2col for the border; reads the input through its strides (no layout copy), and with
+    ``channels_last_output`` gives a channels_last output whatever the input's format (the stem
+    of an optimized model takes the user's NCHW image as it is). ``conv_params`` as for
     ``dwconv2d_packed``; ``packed_weight`` is ``pack_gemm_weight(weight.permute(0, 2, 3, 1))``
     of a ``(C_out, C_in, kh, kw)`` weight: its taps in NHWC order, ``k = (ky * kw + kx) * C_in + c``.
 ``linear_packed(input, packed_weight, out_features, activation)``

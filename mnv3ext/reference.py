@@ -94,7 +94,7 @@ def pointwise_conv2d_packed(input, packed_weight, out_channels, activation, resi
                             input_scale)
 
 
-def conv2d_packed(input, packed_weight, out_channels, conv_params, activation):
+def conv2d_packed(input, packed_weight, out_channels, conv_params, activation, channels_last_output=False):
     """Dense convolution; ``conv_params`` as for ``dwconv2d_packed``; ``packed_weight`` from
     ``pack_gemm_weight(weight.permute(0, 2, 3, 1))`` (taps in NHWC order)."""
     kernel_size, stride, pads, dilation = conv_params[0:2], conv_params[2:4], conv_params[4:8], conv_params[8:10]
@@ -103,8 +103,8 @@ def conv2d_packed(input, packed_weight, out_channels, conv_params, activation):
     weight = weight.reshape(out_channels, kh, kw, input.shape[1]).permute(0, 3, 1, 2).to(input.dtype)
     top, left, bottom, right = _pads4(pads)
     x = F.pad(input, (left, right, top, bottom)) if (top, left, bottom, right) != (0, 0, 0, 0) else input
-    return apply_activation(activation, F.conv2d(x, weight, bias.to(input.dtype), tuple(stride), 0,
-                                                 tuple(dilation)))
+    y = apply_activation(activation, F.conv2d(x, weight, bias.to(input.dtype), tuple(stride), 0, tuple(dilation)))
+    return y.contiguous(memory_format=torch.channels_last) if channels_last_output else y
 
 
 def linear_packed(input, packed_weight, out_features, activation):

@@ -895,3 +895,31 @@ def test_jit_trace_records_the_ops():
         assert f"mnv3ext::{name}" in graph, name
     y = torch.randn(1, 3, 16, 16)
     assert torch.equal(traced(y), m(y))
+
+
+@pytest.mark.parametrize("layout", ["nchw", "channels_last", "strided"])
+def test_conv2d_channels_last_output(layout):
+    """``channels_last_output=True``: a channels_last output for any input layout, the same values
+    as the reference, and the fake kernel's strides."""
+    torch.manual_seed(11)
+    w, b = torch.randn(16, 3, 3, 3), torch.randn(16)
+    packed = torch.ops.mnv3ext.pack_gemm_weight(w.permute(0, 2, 3, 1), b)
+    x = torch.randn(2, 3, 15, 26)
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    elif layout == "strided":
+        x = x[..., ::2]
+    params = [3, 3, 2, 2, 1, 1, 1, 1, 1, 1]
+    got = torch.ops.mnv3ext.conv2d_packed(x, packed, 16, params, "hardswish", True)
+    assert got.is_contiguous(memory_format=torch.channels_last)
+    ref = F.hardswish(F.conv2d(x.double(), w.double(), b.double(), 2, 1))
+    assert (got.double() - ref).abs().max().item() <= 1e-5 * ref.abs().max().item()
+    assert torch.equal(ops.conv2d_packed(x, packed, 16, params, "hardswish", True), got)
+    expected = reference.conv2d_packed(x.double(), packed.double(), 16, params, "hardswish", True)
+    assert expected.is_contiguous(memory_format=torch.channels_last)
+    assert (got.double() - expected).abs().max().item() <= 1e-5 * expected.abs().max().item()
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    with FakeTensorMode() as mode:
+        fake = torch.ops.mnv3ext.conv2d_packed(mode.from_tensor(x), mode.from_tensor(packed), 16, params,
+                                               "hardswish", True)
+    assert fake.stride() == got.stride()

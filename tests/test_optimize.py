@@ -347,3 +347,17 @@ def test_torch_export():
     assert not any("aten.convolution" in t or "aten.linear" in t or "aten.addmm" in t for t in targets), targets
     with torch.no_grad():
         assert_close(ep.module()(x), m(x))
+
+
+def test_stem_reads_the_nchw_input_in_place():
+    """channels_last mode: the stem reads the user's NCHW image as it is and writes channels_last;
+    no conversion op runs before it (a torch copy would leave OpenMP workers spinning)."""
+    o = _optimized("small", CL)
+    assert "to_channels_last" not in o.code
+    stem = o.get_submodule("features.0.0")
+    assert stem.channels_last_output
+    x = torch.randn(1, 3, 97, 131)
+    with torch.no_grad():
+        y = stem(x)
+        assert y.is_contiguous(memory_format=CL)
+        assert_close(o(x), _model("small")(x))

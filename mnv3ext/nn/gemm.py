@@ -31,8 +31,8 @@ def _pointwise(x: torch.Tensor, packed: torch.Tensor, out_channels: int, activat
 
 @torch.jit.unused
 def _conv(x: torch.Tensor, packed: torch.Tensor, out_channels: int, params: List[int],
-          activation: str) -> torch.Tensor:
-    return ops.conv2d_packed(x, packed, out_channels, params, activation)
+          activation: str, channels_last_output: bool = False) -> torch.Tensor:
+    return ops.conv2d_packed(x, packed, out_channels, params, activation, channels_last_output)
 
 
 @torch.jit.unused
@@ -132,13 +132,17 @@ class FusedConv2d(_PackedGemm):
         self.dilation: List[int] = _as_list(dilation, 2)
         self.conv_params: List[int] = ops.dwconv_params(self.kernel_size, self.stride, self.padding,
                                                         self.dilation)
+        # Set by optimize when this conv reads the model's input: the user's NCHW image is read
+        # in place and the output is channels_last, with no conversion of the input first.
+        self.channels_last_output = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._inference_only()
         if torch.jit.is_scripting():
             return torch.ops.mnv3ext.conv2d_packed(x, self.packed_weight, self.out_channels, self.conv_params,
-                                                   self.activation)
-        return _conv(x, self.packed_weight, self.out_channels, self.conv_params, self.activation)
+                                                   self.activation, self.channels_last_output)
+        return _conv(x, self.packed_weight, self.out_channels, self.conv_params, self.activation,
+                     self.channels_last_output)
 
     def extra_repr(self) -> str:
         return (f"{self.weight.shape[1]}, {self.out_channels}, kernel_size={tuple(self.kernel_size)}, "

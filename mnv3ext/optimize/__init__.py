@@ -26,6 +26,7 @@ from typing import Optional
 import torch
 from torch import fx, nn
 
+from ..nn.gemm import FusedConv2d
 from .modules import PointwiseConv2d, SameFusedDepthwiseConv2d
 from .passes import run_passes
 from .summary import OptimizeSummary
@@ -94,6 +95,14 @@ def _optimize_children(m: nn.Module, summary: OptimizeSummary, name: str) -> Non
 def _insert_input_conversion(gm: fx.GraphModule) -> None:
     for node in list(gm.graph.nodes):
         if node.op != "placeholder" or not node.users:
+            continue
+        readers = [gm.get_submodule(u.target) if u.op == "call_module" else None for u in node.users]
+        if all(isinstance(r, FusedConv2d) and u.args[0] is node and len(u.args) == 1
+               for r, u in zip(readers, node.users)):
+            # The stem reads any layout in place and writes channels_last itself: no conversion
+            # (a torch copy whose OpenMP workers would then spin on the cores our kernels need).
+            for r in readers:
+                r.channels_last_output = True
             continue
         with gm.graph.inserting_after(node):
             conv = gm.graph.call_function(to_channels_last, (node,))

@@ -66,8 +66,9 @@ class SameFusedConv2d(FusedConv2d):
         pads = tf_same_pads(x.shape[-2], x.shape[-1], self.kernel_size, self.stride, self.dilation)
         params = self.kernel_size + self.stride + pads + self.dilation
         if torch.jit.is_scripting():
-            return torch.ops.mnv3ext.conv2d_packed(x, self.packed_weight, self.out_channels, params, self.activation)
-        return _conv(x, self.packed_weight, self.out_channels, params, self.activation)
+            return torch.ops.mnv3ext.conv2d_packed(x, self.packed_weight, self.out_channels, params, self.activation,
+                                                   self.channels_last_output)
+        return _conv(x, self.packed_weight, self.out_channels, params, self.activation, self.channels_last_output)
 
     def extra_repr(self) -> str:
         return super().extra_repr().replace(f"padding={tuple(self.padding)}", "padding=same(tf)")
