@@ -127,9 +127,8 @@ def _check_pack(tensors, config):
 
 def _pack_cpu(expand_weight, expand_bias, dw_weight, dw_bias, se_fc1_weight, se_fc1_bias, se_fc2_weight,
               se_fc2_bias, project_weight, project_bias, config):
-    tensors = (expand_weight, expand_bias, dw_weight, dw_bias, se_fc1_weight, se_fc1_bias, se_fc2_weight,
-               se_fc2_bias, project_weight, project_bias)
-    config = _check_pack(tensors, config)
+    config = _check_pack((expand_weight, expand_bias, dw_weight, dw_bias, se_fc1_weight, se_fc1_bias,
+                          se_fc2_weight, se_fc2_bias, project_weight, project_bias), config)
     if dw_weight.device.type != "cpu":
         raise ValueError(f"dw_weight: mnv3ext ops run on CPU tensors, got device {dw_weight.device}")
     lay = _layout(config)
@@ -150,12 +149,8 @@ def _pack_cpu(expand_weight, expand_bias, dw_weight, dw_bias, se_fc1_weight, se_
     return packed
 
 
-def _pack_fake(expand_weight, expand_bias, dw_weight, dw_bias, se_fc1_weight, se_fc1_bias, se_fc2_weight,
-               se_fc2_bias, project_weight, project_bias, config):
-    tensors = (expand_weight, expand_bias, dw_weight, dw_bias, se_fc1_weight, se_fc1_bias, se_fc2_weight,
-               se_fc2_bias, project_weight, project_bias)
-    config = _check_pack(tensors, config)
-    return dw_weight.new_empty(_layout(config)["total"])
+def _pack_fake(*args):
+    return args[2].new_empty(_layout(_check_pack(args[:-1], args[-1]))["total"])  # args[2]: dw_weight
 
 
 # ---------------------------------------------------------------------------------------------
@@ -227,11 +222,7 @@ KERNELS = (
     ("pack_inverted_residual", _pack_cpu, _pack_fake),
     ("inverted_residual", _block_cpu, _block_fake),
 )
-for _name, _cpu, _fake in KERNELS:
-    _lib.impl(_name, _cpu, "CPU")
-    torch.library.register_fake(f"mnv3ext::{_name}", _fake, lib=_lib)
-for _name, _cpu, _ in KERNELS:
-    _lib.impl(_name, _ops._other_backend_kernel(_name, _cpu), "CompositeExplicitAutograd")
+_ops._register(KERNELS)
 
 _BLOCK_OP = torch.ops.mnv3ext.inverted_residual.default
 

@@ -385,11 +385,7 @@ KERNELS = (
     ("global_avg_pool", _pool_cpu, _pool_fake),
     ("se_gate_packed", _se_gate_cpu, _se_gate_fake),
 )
-for _name, _cpu, _fake in KERNELS:
-    _lib.impl(_name, _cpu, "CPU")
-    torch.library.register_fake(f"mnv3ext::{_name}", _fake, lib=_lib)
-for _name, _cpu, _ in KERNELS:
-    _lib.impl(_name, _ops._other_backend_kernel(_name, _cpu), "CompositeExplicitAutograd")
+_ops._register(KERNELS)
 
 
 # ---------------------------------------------------------------------------------------------

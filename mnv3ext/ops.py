@@ -463,9 +463,6 @@ _KERNELS = (
     ("pack_se_weights", _pack_se_cpu, _pack_se_fake),
     ("squeeze_excite_packed", _squeeze_excite_packed_cpu, _squeeze_excite_packed_fake),
 )
-for _name, _cpu, _fake in _KERNELS:
-    _lib.impl(_name, _cpu, "CPU")
-    torch.library.register_fake(f"mnv3ext::{_name}", _fake, lib=_lib)
 
 
 def _other_backend_kernel(op_name: str, cpu_kernel):
@@ -490,8 +487,16 @@ def _other_backend_kernel(op_name: str, cpu_kernel):
     return kernel
 
 
-for _name, _cpu, _ in _KERNELS:
-    _lib.impl(_name, _other_backend_kernel(_name, _cpu), "CompositeExplicitAutograd")
+def _register(kernels) -> None:
+    """(name, CPU kernel, fake kernel) triples: the CPU and fake kernels, and for every other
+    backend an error naming the argument."""
+    for name, cpu, fake in kernels:
+        _lib.impl(name, cpu, "CPU")
+        torch.library.register_fake(f"mnv3ext::{name}", fake, lib=_lib)
+        _lib.impl(name, _other_backend_kernel(name, cpu), "CompositeExplicitAutograd")
+
+
+_register(_KERNELS)
 
 
 # ---------------------------------------------------------------------------------------------
