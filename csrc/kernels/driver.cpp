@@ -8,6 +8,7 @@
 
 #include "activation.h"
 #include "dispatch.h"
+#include "require.h"
 #include "thread_pool.h"
 
 namespace mnv3ext {
@@ -20,10 +21,6 @@ namespace {
 // at this size a split never loses more than that system call. Smaller calls (tiny images,
 // tests) stay on the calling thread.
 constexpr int64_t kMinFloatsPerThread = 16384;
-
-void require(bool condition, const std::string& message) {
-  if (!condition) throw std::invalid_argument(message);
-}
 
 int threads_for(int64_t floats, int threads, int64_t tasks) {
   const int64_t by_size = std::max<int64_t>(1, floats / kMinFloatsPerThread);

@@ -8,15 +8,12 @@
 #include <vector>
 
 #include "kernels/dispatch.h"
+#include "kernels/require.h"
 #include "kernels/gemm/pointwise.h"
 #include "kernels/thread_pool.h"
 
 namespace mnv3ext {
 namespace {
-
-void require(bool condition, const std::string& message) {
-  if (!condition) throw std::invalid_argument(message);
-}
 
 int64_t round16(int64_t n) { return (n + 15) / 16 * 16; }
 

@@ -7,14 +7,11 @@
 #include <vector>
 
 #include "kernels/dispatch.h"
+#include "kernels/require.h"
 #include "kernels/thread_pool.h"
 
 namespace mnv3ext {
 namespace {
-
-void require(bool condition, const std::string& message) {
-  if (!condition) throw std::invalid_argument(message);
-}
 
 bool fits(std::initializer_list<int64_t> factors) {
   int64_t product = 1;
