@@ -221,7 +221,14 @@ def _check_conv(input, packed_weight, out_channels, conv_params, activation):
     return out_channels, kernel_size, stride, pads, dilation, out_h, out_w
 
 
+def _check_flag(name: str, value) -> None:
+    # what torch.ops' schema parser takes for a bool (None and numbers too); the eager entry point the same
+    if value is not None and not isinstance(value, (bool, int, float)):
+        raise TypeError(f"{name}: expected a bool, got {type(value).__name__}")
+
+
 def _conv_cpu(input, packed_weight, out_channels, conv_params, activation, channels_last_output=False):
+    _check_flag("channels_last_output", channels_last_output)
     try:
         key = ("conv", input.shape, input.stride(), input.dtype, packed_weight.shape, packed_weight.stride(),
                packed_weight.dtype, out_channels, tuple(conv_params), activation, bool(channels_last_output))
@@ -254,6 +261,7 @@ def _conv_cpu(input, packed_weight, out_channels, conv_params, activation, chann
 
 
 def _conv_fake(input, packed_weight, out_channels, conv_params, activation, channels_last_output=False):
+    _check_flag("channels_last_output", channels_last_output)
     out_channels, _, _, _, _, out_h, out_w = _check_conv(input, packed_weight, out_channels, conv_params,
                                                          activation)
     return _ops._empty_like_format(input, (input.shape[0], out_channels, out_h, out_w),

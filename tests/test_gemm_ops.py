@@ -925,3 +925,14 @@ def test_conv2d_channels_last_output(layout):
         fake = torch.ops.mnv3ext.conv2d_packed(mode.from_tensor(x), mode.from_tensor(packed), 16, params,
                                                "hardswish", True)
     assert fake.stride() == got.stride()
+
+
+@pytest.mark.parametrize("value", ["yes", [True]])
+def test_conv2d_channels_last_output_must_be_a_bool(value):
+    packed = torch.ops.mnv3ext.pack_gemm_weight(torch.randn(16, 3, 3, 3).permute(0, 2, 3, 1), None)
+    x = torch.randn(1, 3, 8, 8)
+    args = (x, packed, 16, [3, 3, 1, 1, 1, 1, 1, 1, 1, 1], "none", value)
+    with pytest.raises(TypeError, match="channels_last_output"):
+        ops.conv2d_packed(*args)
+    with pytest.raises((TypeError, RuntimeError), match="channels_last_output"):
+        torch.ops.mnv3ext.conv2d_packed(*args)
