@@ -55,6 +55,12 @@ bool spin_until(Done done, Clock::duration spin) {
   }
 }
 
+// Between a seq_cst store and a seq_cst load of another atomic, which C++ already orders.
+// qemu-user on x86 hosts does not: it lets an aarch64 store-release pass a later
+// load-acquire, so a worker's "done" and the caller's "waiting" could both go unseen and the
+// caller sleep forever. A full fence (dmb ish on aarch64), once per call, holds everywhere.
+inline void store_load_fence() { std::atomic_thread_fence(std::memory_order_seq_cst); }
+
 // One fork-join at a time (the caller holds busy_). A call is published as one 64-bit state
 // word: generation (32 bits) | chunk count (16) | next unclaimed chunk (16). Every thread,
 // the caller included, claims chunks by compare-and-swap on that word, so a claim can never
@@ -82,6 +88,7 @@ class ThreadPool {
     // seq_cst store, then seq_cst load of sleepers_: a worker either sees this generation
     // before it blocks or is counted in sleepers_ (it increments that before its last check).
     state_.store(generation << 32 | uint64_t(threads) << 16, std::memory_order_seq_cst);
+    store_load_fence();
     const int sleeping = sleepers_.load(std::memory_order_seq_cst);
     if (sleeping > 0) {
       { std::lock_guard<std::mutex> lock(mutex_); }
@@ -135,6 +142,7 @@ class ThreadPool {
     if (spin_until(finished, spin_)) return;
     std::unique_lock<std::mutex> lock(mutex_);
     caller_waiting_.store(true, std::memory_order_seq_cst);
+    store_load_fence();
     done_.wait(lock, finished);
     caller_waiting_.store(false, std::memory_order_relaxed);
   }

@@ -166,21 +166,32 @@ void test_fork() {
   check_call(1000, 4, false, "parent after fork");
 }
 
+// Names each part before it runs (unbuffered), so a hang under ctest's timeout shows where.
+void part(const char* name, void (*run)()) {
+  std::printf("-- %s\n", name);
+  std::fflush(stdout);
+  run();
+}
+
+void test_clamped_then_narrow() {
+  // Wider than the pool may grow (1024 threads): clamped; then narrow calls on a pool of many
+  // workers (only as many are woken as there are chunks).
+  check_call(100000, 2000, false, "clamped");
+  for (int i = 0; i < 50; ++i) check_call(1000, 2 + i % 2, false, "narrow on a wide pool");
+}
+
 }  // namespace
 
 int main() {
   const char* spin = std::getenv("MNV3EXT_SPIN_US");
   std::printf("pool_tests (MNV3EXT_SPIN_US=%s)\n", spin ? spin : "default");
-  test_single_caller();
-  test_concurrent_callers();
-  test_nested();
-  test_exception();
-  test_fork();
-  test_single_caller();
-  // Wider than the pool may grow (1024 threads): clamped; then narrow calls on a pool of many
-  // workers (only as many are woken as there are chunks).
-  check_call(100000, 2000, false, "clamped");
-  for (int i = 0; i < 50; ++i) check_call(1000, 2 + i % 2, false, "narrow on a wide pool");
+  part("single caller", test_single_caller);
+  part("concurrent callers", test_concurrent_callers);
+  part("nested", test_nested);
+  part("exception", test_exception);
+  part("fork", test_fork);
+  part("single caller again", test_single_caller);
+  part("clamped, then narrow", test_clamped_then_narrow);
   std::printf("%d passed, %d failed\n", g_passed.load(), g_failed.load());
   return g_failed.load() == 0 ? 0 : 1;
 }
