@@ -176,7 +176,7 @@ void matvec(const float* weight, const float* bias, const float* x, int64_t rows
   const int64_t offset = int64_t(reinterpret_cast<uintptr_t>(weight) % 64) / int64_t(sizeof(float));
   // Rows of 8 (mod 16) floats from a 32-byte aligned start (fc2 of most MobileNetV3 SE
   // layers: S = 24, 40, 72, 120, 168): aligned lines, see group_dots_pairs.
-  const bool pairs = cols % kLanes == 8 && offset % 8 == 0 && cols > kLanes;
+  const bool pairs = cols % kLanes == 8 && offset % 8 == 0 && cols > kLanes && rows >= 2;
   const int64_t lines = (cols + 8) / kLanes;
   const float* xs[2];
   __mmask16 first[2], last[2];
@@ -202,7 +202,10 @@ void matvec(const float* weight, const float* bias, const float* x, int64_t rows
     if (pairs) {  // r0 is even, so row r0 + r starts at the offset of row r % 2
       const float* line[16];
       for (int r = 0; r < 16; ++r) {
-        const int64_t row = r0 + (r < count ? r : r % 2);
+        // Rows past the end repeat a real row of the same parity (their sums are masked off):
+        // r0 + 1 when it exists, else r0 - 1 (a lone last row has r0 >= 16, as rows >= 2).
+        const int64_t spare = r % 2 == 0 ? r0 : (r0 + 1 < rows ? r0 + 1 : r0 - 1);
+        const int64_t row = r < count ? r0 + r : spare;
         line[r] = weight + row * cols - (offset + (row % 2) * 8) % kLanes;
       }
       s = group_dots_pairs(line, xs, first, last, lines);

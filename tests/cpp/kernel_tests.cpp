@@ -5,7 +5,9 @@
 // its end. Prints `N passed, M failed` last and exits non-zero on any failure.
 //
 //   kernel_tests [--quick]      (--quick: fewer shapes, for slow emulators)
+#include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
@@ -252,6 +254,21 @@ struct SeCase {
   bool nan;
 };
 
+// `floats` floats at a 64-byte boundary plus `shift` floats, in an allocation that ends right
+// after them.
+struct AlignedEnd {
+  void* block = nullptr;
+  float* at = nullptr;
+  AlignedEnd(int64_t shift, int64_t floats) {
+    if (posix_memalign(&block, 64, size_t(shift + std::max<int64_t>(floats, 1)) * sizeof(float)) != 0)
+      std::abort();
+    at = static_cast<float*>(block) + shift;
+  }
+  AlignedEnd(const AlignedEnd&) = delete;
+  AlignedEnd& operator=(const AlignedEnd&) = delete;
+  ~AlignedEnd() { std::free(block); }
+};
+
 std::string describe(const SeCase& k) {
   char text[200];
   std::snprintf(text, sizeof text, "N=%lld C=%lld H=%lld W=%lld S=%lld act=%s gate=%s bias=%d nan=%d",
@@ -275,13 +292,13 @@ void run_se_case(const SeCase& k, const std::vector<std::string>& isas, uint64_t
   if (k.nan) input[rng.next() % size] = std::numeric_limits<float>::quiet_NaN();
   const float* bias1 = k.biases ? b1.data : nullptr;
   const float* bias2 = k.biases ? b2.data : nullptr;
-  // The FC weights at a 64-byte boundary plus 0, 8 or 3 floats (by seed): the AVX-512 matvec
-  // reads rows of 8 (mod 16) floats from 32-byte aligned weights by whole cache lines.
+  // Each FC matrix at a 64-byte boundary plus 0, 8 or 3 floats (by seed), ending exactly where
+  // its allocation ends: the AVX-512 matvec reads rows of 8 (mod 16) floats from 32-byte
+  // aligned weights by whole cache lines, and ASan must see any line past the last row.
   const int64_t shift = seed % 3 == 0 ? 0 : (seed % 3 == 1 ? 8 : 3);
-  Buffer fc_store(2 * S * C + 2 * 16 + 16);
-  float* const fc_base = fc_store.data + (16 - int64_t(reinterpret_cast<uintptr_t>(fc_store.data) % 64) / 4) % 16;
-  float* const fc1_at = fc_base + shift;
-  float* const fc2_at = fc_base + ((S * C + shift + 15) / 16 * 16) + shift;
+  AlignedEnd fc1_store(shift, S * C), fc2_store(shift, C * S);
+  float* const fc1_at = fc1_store.at;
+  float* const fc2_at = fc2_store.at;
   std::memcpy(fc1_at, fc1.data, sizeof(float) * S * C);
   std::memcpy(fc2_at, fc2.data, sizeof(float) * S * C);
 
@@ -489,6 +506,13 @@ std::vector<SeCase> se_cases(bool quick) {
       sc.nan = index % 7 == 0;
       cases.push_back(sc);
     }
+  }
+  // FC rows of 8 (mod 16) floats, 3+ lines long, with a lone row in the last group of 16 (fc1
+  // 17 x 40, fc2 33 x 40), three times so each weight alignment (shift 0, 8, 3 by seed) meets
+  // them.
+  for (int i = 0; i < 3; ++i) {
+    cases.push_back(SeCase{1, 40, 5, 3, 17, Activation::kRelu, Activation::kHardsigmoid, true, false});
+    cases.push_back(SeCase{1, 33, 3, 5, 40, Activation::kHardswish, Activation::kSigmoid, false, false});
   }
   // MobileNetV3-like, large enough to be split over threads.
   cases.push_back(SeCase{2, 72, 28, 28, 24, Activation::kRelu, Activation::kHardsigmoid, true, false});
