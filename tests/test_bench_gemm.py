@@ -4,6 +4,7 @@ Structure and correctness only: no timing assertions."""
 from __future__ import annotations
 
 import copy
+import os
 import json
 import tempfile
 
@@ -17,7 +18,7 @@ import mnv3ext
 from mnv3ext import shapes
 from mnv3ext.bench.cli import main
 from mnv3ext.bench.schema import BENCH_SCHEMA, validate
-from mnv3ext.bench.timing import alternating_blocks
+from mnv3ext.bench.timing import alternating_blocks, wait_until_idle
 
 TINY = ["bench", "--model", "small", "--size", "64", "--runs", "3", "--warmup", "1", "--threads", "1", "--quiet"]
 
@@ -206,6 +207,46 @@ def test_alternating_blocks_order_and_counts():
         alternating_blocks(fns, block_calls=0)
     s = alternating_blocks({"x": lambda: None}, warmup=0, seconds=0.02, min_blocks=4, block_calls=2)
     assert s["x"].blocks >= 4 and s["x"].n == 2 * s["x"].blocks
+
+
+def test_wait_until_idle_waits_for_a_spinning_thread_and_not_otherwise():
+    """A thread burning CPU (as ONNX Runtime's pool after a call) holds the next block back until it
+    stops or the cap passes; with every other thread asleep the wait ends after a window or two."""
+    import threading
+
+    assert os.path.isdir("/proc/self/task"), "wait_until_idle observes threads through Linux /proc"
+    stop = threading.Event()
+
+    def spin():
+        while not stop.is_set():
+            sum(range(1000))
+
+    spinner = threading.Thread(target=spin)
+    spinner.start()
+    try:
+        waited = wait_until_idle(max_seconds=0.3)
+    finally:
+        stop.set()
+        spinner.join()
+    assert waited >= 0.3
+    idle = threading.Thread(target=stop.wait)  # a thread that exists but sleeps
+    idle.start()
+    try:
+        assert wait_until_idle(max_seconds=5.0) < 2.0
+    finally:
+        idle.join()
+
+
+def test_alternating_blocks_quiesces_before_each_block(monkeypatch):
+    import mnv3ext.bench.timing as timing
+
+    waits = []
+    monkeypatch.setattr(timing, "wait_until_idle", lambda: waits.append(1) or 0.0)
+    alternating_blocks({"a": lambda: None, "b": lambda: None}, block_calls=2, warmup=0, runs=4, shuffle=False)
+    assert len(waits) == 4  # 2 blocks x 2 callables
+    waits.clear()
+    alternating_blocks({"a": lambda: None}, block_calls=2, warmup=0, runs=4, quiesce=False)
+    assert waits == []
 
 
 # ---------------------------------------------------------------------------------------------

@@ -10,18 +10,64 @@ one warm (untimed) call, then several timed calls back to back, the blocks rotat
 callables. Runtimes whose thread pools spin after a call (ONNX Runtime's default) steal the cores
 of whatever runs next; call-by-call interleaving would charge that to the next candidate, a block
 charges it to the block's warm call only, and each candidate is timed as its users run it (call
-after call of the same model).
+after call of the same model). A spin can outlast a whole block, though: ONNX Runtime's worker
+kept spinning ~45 ms after its last call at 2 threads (2026-12-02, onnxruntime 1.32), and the
+scheduler gave it the second core while our worker waited (`bench/after_other_runtime.py`). So
+before each block the main thread waits until no other thread of the process is busy
+(:func:`wait_until_idle`, Linux; at most a quarter second): every candidate starts on cores no
+other runtime is spinning on, as when it runs alone.
 """
 from __future__ import annotations
 
 import gc
 import math
+import os
 import random
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Dict, List, Mapping, Optional, Sequence
 
-__all__ = ["Stats", "summarize", "percentile", "interleaved", "alternating_blocks", "calibrate_number"]
+__all__ = ["Stats", "summarize", "percentile", "interleaved", "alternating_blocks", "calibrate_number",
+           "wait_until_idle"]
+
+
+def _other_threads_cpu_ns() -> Optional[Dict[str, int]]:
+    """CPU nanoseconds so far of every thread of this process but the calling one (Linux), else None."""
+    me = str(threading.get_native_id())
+    try:
+        tids = os.listdir("/proc/self/task")
+    except OSError:
+        return None
+    used = {}
+    for tid in tids:
+        if tid == me:
+            continue
+        try:
+            with open(f"/proc/self/task/{tid}/schedstat") as f:
+                used[tid] = int(f.read().split()[0])
+        except (OSError, ValueError, IndexError):
+            continue  # the thread ended
+    return used
+
+
+def wait_until_idle(max_seconds: float = 0.25, window: float = 0.01, busy_share: float = 0.1) -> float:
+    """Sleeps until no other thread of this process used more than ``busy_share`` of a core over a
+    ``window`` (a thread pool spinning after its last call), or ``max_seconds`` passed. Returns the
+    seconds waited; 0 where threads cannot be observed (not Linux). The window spans several
+    scheduler ticks: the kernel adds a running thread's time in tick-sized steps (4 ms at 250 Hz),
+    so a shorter window can see a spinning thread use nothing."""
+    start = time.perf_counter()
+    before = _other_threads_cpu_ns()
+    if before is None:
+        return 0.0
+    while time.perf_counter() - start < max_seconds:
+        time.sleep(window)
+        after = _other_threads_cpu_ns() or {}
+        if all(ns - before.get(tid, 0) <= busy_share * window * 1e9 for tid, ns in after.items()):
+            break
+        before = after
+    return time.perf_counter() - start
 
 
 def percentile(sorted_values: Sequence[float], q: float) -> float:
@@ -192,6 +238,7 @@ def alternating_blocks(
     max_blocks: int = 1_000_000,
     shuffle: bool = True,
     seed: int = 0,
+    quiesce: bool = True,
     progress: Optional[Callable[[float, str], None]] = None,
 ) -> Dict[str, Stats]:
     """Time ``fns`` in alternating blocks; returns per-name :class:`Stats` (seconds per call).
@@ -202,6 +249,8 @@ def alternating_blocks(
     calls per callable in all (the last block is shortened to hit it exactly); ``seconds``: time
     budget of the blocks (at least ``min_blocks`` blocks); ``runs`` defaults to 20. The number of
     blocks run is ``Stats.blocks`` of every result. The garbage collector is off while timing.
+    ``quiesce``: before each callable's block, :func:`wait_until_idle` (the wait is not timed and
+    not counted in ``seconds``).
     """
     if runs is not None and seconds is not None:
         raise ValueError("runs/seconds: give one of them, not both")
@@ -249,6 +298,8 @@ def alternating_blocks(
                 order.append(order.pop(0))
             for name in order:
                 fn, out = fns[name], samples[name]
+                if quiesce:
+                    start += wait_until_idle()
                 for _ in range(warm_calls):
                     fn()
                 for _ in range(calls):
