@@ -212,14 +212,39 @@ void inverted_residual(const BlockShape& b, const float* input, const float* pac
   }
   // Squeeze-excite: per image, the depthwise output in the calling thread's buffer (shared by
   // the workers of this call), the gate, then the projection with the gate as input scale.
-  thread_local std::vector<float> dw_image_buffer, gate_buffer;
+  thread_local std::vector<float> dw_image_buffer, gate_buffer, expanded_buffer;
   float* dw_image = grow(dw_image_buffer, OH * OW * c.exp_c);
   float* gates = grow(gate_buffer, c.exp_c);
   const SeShape se{1, c.exp_c, OH * OW, c.se_squeeze, c.se_act, c.se_gate};
   const int t = threads_for(OH);
+  // Split over threads, bands of a small image would each expand their kernel-height halo again
+  // (a 7x7 image in two bands with a 5x5 kernel: 11 expanded rows for 7). When the whole image
+  // is one band anyway, its expanded rows are computed once, split over the threads, into a
+  // shared buffer, and the depthwise rows read it.
+  const bool expand_first = c.has_expand && t > 1 && Geometry{b}.band_rows() == OH;
+  const int64_t H = b.in_h, W = b.in_w, E = c.exp_c;
+  float* expanded = expand_first ? grow(expanded_buffer, H * W * E) : nullptr;
+  const int expand_threads = int(std::max<int64_t>(
+      1, std::min<int64_t>({threads, H, H * W * c.in_c * E / kMinMacsPerThread})));
+  const KernelTable& kernels = active_kernels();
+  const DwConvShape whole{1, E, H, W, OH, OW, c.kernel_h, c.kernel_w, c.stride, c.stride,
+                          c.dilation, c.dilation, c.pad_top, c.pad_left, c.dw_act};
   for (int64_t n = 0; n < b.batch; ++n) {
-    auto body = [&](int64_t r0, int64_t r1) { run_rows(b, lay, input, packed, output, n, r0, r1, dw_image); };
-    if (t == 1) body(0, OH); else parallel_for(OH, t, body);
+    if (expand_first) {
+      const float* image = input + n * H * W * c.in_c;
+      auto expand_rows = [&](int64_t r0, int64_t r1) {
+        const GemmArgs g{(r1 - r0) * W, c.in_c, E, image + r0 * W * c.in_c, c.in_c, packed + lay.expand,
+                         expanded + r0 * W * E, E, nullptr, 0, nullptr, 1, c.expand_act};
+        kernels.gemm_tiles(g, 0, g.m, 0, gemm_panels(E));
+      };
+      if (expand_threads == 1) expand_rows(0, H); else parallel_for(H, expand_threads, expand_rows);
+      parallel_for(OH, t, [&](int64_t r0, int64_t r1) {
+        kernels.dwconv_nhwc_rows(whole, expanded, packed + lay.dw, dw_image, r0, r1);
+      });
+    } else {
+      auto body = [&](int64_t r0, int64_t r1) { run_rows(b, lay, input, packed, output, n, r0, r1, dw_image); };
+      if (t == 1) body(0, OH); else parallel_for(OH, t, body);
+    }
     se_gates(se, dw_image, packed + lay.se_fc1, packed + lay.se_b1, packed + lay.se_fc2, packed + lay.se_b2,
              gates, true, threads);
     const int64_t pixels = OH * OW;
