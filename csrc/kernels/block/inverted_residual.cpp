@@ -63,6 +63,22 @@ struct Geometry {
   }
 };
 
+// The 1x1 expand (+ bias + activation) of input rows [row, row + rows) of `image` (NHWC) into
+// `out` (rows x W x exp_c).
+void expand_rows(const BlockShape& b, const BlockLayout& lay, const float* image, const float* packed,
+                 int64_t row, int64_t rows, float* out) {
+  const BlockConfig& c = b.config;
+  const GemmArgs g{rows * b.in_w, c.in_c, c.exp_c, image + row * b.in_w * c.in_c, c.in_c, packed + lay.expand,
+                   out, c.exp_c, nullptr, 0, nullptr, 1, c.expand_act};
+  active_kernels().gemm_tiles(g, 0, g.m, 0, gemm_panels(c.exp_c));
+}
+
+// Threads worth waking for `tasks` tasks of `macs` multiply-adds in all: at most `threads`, at
+// most one per task, and none with fewer than kMinMacsPerThread.
+int threads_for_work(int threads, int64_t tasks, int64_t macs) {
+  return int(std::max<int64_t>(1, std::min<int64_t>({threads, tasks, macs / kMinMacsPerThread})));
+}
+
 // Output rows [row_begin, row_end) of image n (no SE: all three layers; with SE: expand +
 // depthwise into dw_image, the image's whole depthwise output).
 void run_rows(const BlockShape& b, const BlockLayout& lay, const float* input, const float* packed,
@@ -90,12 +106,7 @@ void run_rows(const BlockShape& b, const BlockLayout& lay, const float* input, c
         std::memmove(expanded, expanded + (lo - have_lo) * W * E, size_t(keep * W * E) * sizeof(float));
         next = lo + keep;
       }
-      if (next <= hi) {
-        const GemmArgs g{(hi - next + 1) * W, c.in_c, E, image + next * W * c.in_c, c.in_c,
-                         packed + lay.expand, expanded + (next - lo) * W * E, E, nullptr, 0,
-                         nullptr, 1, c.expand_act};
-        kernels.gemm_tiles(g, 0, g.m, 0, gemm_panels(E));
-      }
+      if (next <= hi) expand_rows(b, lay, image, packed, next, hi - next + 1, expanded + (next - lo) * W * E);
       have_lo = lo;
       have_hi = hi;
       dw_in = expanded;
@@ -192,10 +203,7 @@ void inverted_residual(const BlockShape& b, const float* input, const float* pac
   const int64_t OH = b.out_h, OW = b.out_w;
   const int64_t macs_per_row = OW * c.exp_c * (c.out_c + int64_t(c.kernel_h) * c.kernel_w) +
                                (c.has_expand ? b.in_w * c.stride * c.in_c * c.exp_c : 0);
-  const auto threads_for = [&](int64_t rows) {
-    const int64_t by_size = std::max<int64_t>(1, rows * macs_per_row / kMinMacsPerThread);
-    return int(std::max<int64_t>(1, std::min<int64_t>({threads, by_size, rows})));
-  };
+  const auto threads_for = [&](int64_t rows) { return threads_for_work(threads, rows, rows * macs_per_row); };
   if (c.se_squeeze == 0) {
     // Rows of all images, split in contiguous ranges; bands never cross an image.
     const int64_t rows = b.batch * OH;
@@ -224,22 +232,18 @@ void inverted_residual(const BlockShape& b, const float* input, const float* pac
   const bool expand_first = c.has_expand && t > 1 && Geometry{b}.band_rows() == OH;
   const int64_t H = b.in_h, W = b.in_w, E = c.exp_c;
   float* expanded = expand_first ? grow(expanded_buffer, H * W * E) : nullptr;
-  const int expand_threads = int(std::max<int64_t>(
-      1, std::min<int64_t>({threads, H, H * W * c.in_c * E / kMinMacsPerThread})));
-  const KernelTable& kernels = active_kernels();
+  const int expand_threads = threads_for_work(threads, H, H * W * c.in_c * E);
   const DwConvShape whole{1, E, H, W, OH, OW, c.kernel_h, c.kernel_w, c.stride, c.stride,
                           c.dilation, c.dilation, c.pad_top, c.pad_left, c.dw_act};
   for (int64_t n = 0; n < b.batch; ++n) {
     if (expand_first) {
       const float* image = input + n * H * W * c.in_c;
-      auto expand_rows = [&](int64_t r0, int64_t r1) {
-        const GemmArgs g{(r1 - r0) * W, c.in_c, E, image + r0 * W * c.in_c, c.in_c, packed + lay.expand,
-                         expanded + r0 * W * E, E, nullptr, 0, nullptr, 1, c.expand_act};
-        kernels.gemm_tiles(g, 0, g.m, 0, gemm_panels(E));
+      auto expand = [&](int64_t r0, int64_t r1) {
+        expand_rows(b, lay, image, packed, r0, r1 - r0, expanded + r0 * W * E);
       };
-      if (expand_threads == 1) expand_rows(0, H); else parallel_for(H, expand_threads, expand_rows);
+      if (expand_threads == 1) expand(0, H); else parallel_for(H, expand_threads, expand);
       parallel_for(OH, t, [&](int64_t r0, int64_t r1) {
-        kernels.dwconv_nhwc_rows(whole, expanded, packed + lay.dw, dw_image, r0, r1);
+        active_kernels().dwconv_nhwc_rows(whole, expanded, packed + lay.dw, dw_image, r0, r1);
       });
     } else {
       auto body = [&](int64_t r0, int64_t r1) { run_rows(b, lay, input, packed, output, n, r0, r1, dw_image); };
