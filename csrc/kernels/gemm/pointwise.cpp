@@ -198,18 +198,18 @@ void conv2d_gemm(const ConvShape& s, const float* input, const int64_t in_stride
   // time: in a whole MobileNetV3 the stem took 3-4x its time on a warm image.
   constexpr int64_t kRowsAhead = 2;
   const int64_t row_span = (s.in_w - 1) * sw;  // floats from a row's first pixel to its last
+  // A row's channels either lie within each pixel (one contiguous extent) or in separate planes
+  // (one extent per channel); other stride orders are not prefetched.
   const bool interleaved = sw >= (C - 1) * sc + 1, planar = sc >= row_span + 1;
+  const int64_t planes = interleaved ? 1 : C;
+  const int64_t extent = interleaved ? row_span + (C - 1) * sc + 1 : row_span + 1;
   auto prefetch_rows_of = [&](int64_t r) {
     if (r >= rows || !(interleaved || planar)) return;
     const float* image = input + (r / s.out_h) * sn;
     const int64_t last = (r % s.out_h) * s.stride_h - s.pad_top + span_h;
-    for (int64_t iy = std::max<int64_t>(0, last - s.stride_h + 1); iy <= std::min(last, s.in_h - 1); ++iy) {
-      const float* row = image + iy * sh;
-      const int64_t planes = interleaved ? 1 : C;
-      const int64_t extent = interleaved ? row_span + (C - 1) * sc + 1 : row_span + 1;
+    for (int64_t iy = std::max<int64_t>(0, last - s.stride_h + 1); iy <= std::min(last, s.in_h - 1); ++iy)
       for (int64_t c = 0; c < planes; ++c)
-        for (int64_t i = 0; i < extent; i += 16) __builtin_prefetch(row + c * sc + i, 0, 3);
-    }
+        for (int64_t i = 0; i < extent; i += 16) __builtin_prefetch(image + iy * sh + c * sc + i, 0, 3);
   };
   auto body = [&](int64_t r0, int64_t r1) {
     float* col = im2col_buffer(s.out_w * k);
