@@ -10,28 +10,15 @@ whether a runtime's thread pool slows down whatever runs after it, and for how l
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import tempfile
-import threading
 import time
 
 import torch
 
 from mnv3ext.bench.backends import BackendUnavailable, Context, prepare
+from mnv3ext.bench.timing import other_threads_cpu_ns
 from mnv3ext.models import mobilenet_v3_large, mobilenet_v3_small
-
-
-def other_threads_cpu_ms() -> dict:
-    me, used = str(threading.get_native_id()), {}
-    for tid in os.listdir("/proc/self/task"):
-        try:
-            with open(f"/proc/self/task/{tid}/schedstat") as f:
-                if tid != me:
-                    used[tid] = int(f.read().split()[0]) / 1e6
-        except OSError:
-            pass
-    return used
 
 
 def main() -> None:
@@ -40,6 +27,8 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--rounds", type=int, default=20)
     args = p.parse_args()
+    if other_threads_cpu_ns() is None:
+        p.error("needs Linux: it reads each thread's CPU time from /proc/self/task")
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     model = (mobilenet_v3_large if args.model == "large" else mobilenet_v3_small)().eval()
@@ -61,13 +50,13 @@ def main() -> None:
             if before:
                 for _ in range(6):
                     backends[before].call()
-            c0 = other_threads_cpu_ms()
+            c0 = other_threads_cpu_ns()
             for i in range(8):
                 t0 = time.perf_counter()
                 ours()
                 per_call[i].append((time.perf_counter() - t0) * 1e3)
-            c1 = other_threads_cpu_ms()
-            others.append(sorted(c1[t] - c0.get(t, 0.0) for t in c1))
+            c1 = other_threads_cpu_ns()
+            others.append(sorted((c1[t] - c0.get(t, 0)) / 1e6 for t in c1))
         busy = [round(statistics.median(sorted(o)[-k] for o in others), 1) for k in (1, 2, 3) if all(len(o) >= k for o in others)]
         print(f"after {before or 'nothing':12s}", " ".join(f"{statistics.median(v):.2f}" for v in per_call),
               f"| busiest other threads, ms CPU during the 8 calls: {busy}")

@@ -29,10 +29,10 @@ from dataclasses import asdict, dataclass, field
 from typing import Callable, Dict, List, Mapping, Optional, Sequence
 
 __all__ = ["Stats", "summarize", "percentile", "interleaved", "alternating_blocks", "calibrate_number",
-           "wait_until_idle"]
+           "wait_until_idle", "other_threads_cpu_ns"]
 
 
-def _other_threads_cpu_ns() -> Optional[Dict[str, int]]:
+def other_threads_cpu_ns() -> Optional[Dict[str, int]]:
     """CPU nanoseconds so far of every thread of this process but the calling one (Linux), else None."""
     me = str(threading.get_native_id())
     try:
@@ -58,12 +58,12 @@ def wait_until_idle(max_seconds: float = 0.25, window: float = 0.01, busy_share:
     scheduler ticks: the kernel adds a running thread's time in tick-sized steps (4 ms at 250 Hz),
     so a shorter window can see a spinning thread use nothing."""
     start = time.perf_counter()
-    before = _other_threads_cpu_ns()
+    before = other_threads_cpu_ns()
     if before is None:
         return 0.0
     while time.perf_counter() - start < max_seconds:
         time.sleep(window)
-        after = _other_threads_cpu_ns() or {}
+        after = other_threads_cpu_ns() or {}
         if all(ns - before.get(tid, 0) <= busy_share * window * 1e9 for tid, ns in after.items()):
             break
         before = after
