@@ -115,7 +115,7 @@ def test_fuzz_pointwise_conv2d(case):
         # product then carries up to that much error times |w|
         tol = tol + 4 * 2.0 ** -149 * F.conv2d(torch.ones_like(xs), finite_abs(weight.reshape(cout, cin, 1, 1))) \
             * LIPSCHITZ[act]
-    if scale is not None:  # float32 x * s may overflow where float64 does not
+        # float32 x * s may overflow where float64 does not
         excluded = excluded | ((finite_abs(x) * finite_abs(scale)[:, :, None, None]).amax(1, keepdim=True)
                                > OVERFLOW_BOUND)
     if residual is not None:
