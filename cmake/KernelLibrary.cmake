@@ -22,7 +22,8 @@ function(mnv3ext_add_kernel_library target)
     ${MNV3EXT_KERNEL_DIR}/driver.cpp
     ${MNV3EXT_KERNEL_DIR}/thread_pool.cpp
     ${MNV3EXT_KERNEL_DIR}/gemm/pointwise.cpp
-    ${MNV3EXT_KERNEL_DIR}/block/inverted_residual.cpp)
+    ${MNV3EXT_KERNEL_DIR}/block/inverted_residual.cpp
+    ${MNV3EXT_KERNEL_DIR}/sequence/sequence.cpp)
   foreach(isa IN LISTS isas)
     # One folder per kernel family beside the older top-level files.
     file(GLOB isa_sources ${MNV3EXT_KERNEL_DIR}/*_${isa}.cpp ${MNV3EXT_KERNEL_DIR}/*/*_${isa}.cpp)

@@ -17,6 +17,7 @@
 #include "kernels/driver.h"
 #include "kernels/block/inverted_residual.h"
 #include "kernels/gemm/pointwise.h"
+#include "kernels/sequence/sequence.h"
 
 namespace py = pybind11;
 using namespace mnv3ext;
@@ -254,6 +255,40 @@ struct PoolPlan {
   int64_t batch, channels, hw;
   bool channels_last;
 };
+struct SequencePlan {
+  std::vector<SequenceStep> steps;
+  size_t weights;
+};
+
+// A SequencePlan from single-op plans: each step runs what its plan would run alone, reading
+// the step before's output (NHWC) instead of its own input.
+SequencePlan make_sequence_plan(const py::list& plans) {
+  SequencePlan p{{}, 0};
+  for (size_t i = 0; i < plans.size(); ++i) {
+    const py::handle h = plans[i];
+    const std::string where = "plans[" + std::to_string(i) + "]: ";
+    if (py::isinstance<ConvPlan>(h)) {
+      const ConvPlan& c = h.cast<const ConvPlan&>();
+      p.steps.push_back(conv_step(c.shape, c.strides));
+    } else if (py::isinstance<BlockShape>(h)) {
+      p.steps.push_back(block_step(h.cast<const BlockShape&>()));
+    } else if (py::isinstance<GemmPlan>(h)) {
+      const GemmPlan& g = h.cast<const GemmPlan&>();
+      if (g.residual || g.scale || g.args.lda != g.args.k || g.args.ldc != g.args.n)
+        throw std::invalid_argument(where + "a GEMM in a sequence takes no residual or scale, dense rows");
+      p.steps.push_back(gemm_step(g.args.m, g.args.k, g.args.n, g.args.activation));
+    } else if (py::isinstance<PoolPlan>(h)) {
+      const PoolPlan& q = h.cast<const PoolPlan&>();
+      p.steps.push_back(pool_step(q.batch, q.channels, q.hw, q.channels_last));
+    } else {
+      throw py::type_error(where + "expected a ConvPlan, BlockPlan, GemmPlan or PoolPlan, got " +
+                           std::string(py::str(py::type::of(h).attr("__name__"))));
+    }
+    p.weights += p.steps.back().has_weight;
+  }
+  check_sequence(p.steps);
+  return p;
+}
 
 }  // namespace
 
@@ -420,6 +455,26 @@ PYBIND11_MODULE(_C, m) {
           [](const BlockShape& b, uintptr_t input, uintptr_t packed, uintptr_t output, int threads) {
             inverted_residual(b, address<const float>(input), address<const float>(packed),
                               address<float>(output), threads);
+          },
+          py::call_guard<py::gil_scoped_release>());
+
+  py::class_<SequencePlan>(m, "SequencePlan",
+                           "Single-op plans chained into one call, run on raw addresses")
+      .def(py::init(&make_sequence_plan), py::arg("plans"))
+      .def_property_readonly("weights", [](const SequencePlan& p) { return p.weights; })
+      .def_property_readonly("out_floats",
+                             [](const SequencePlan& p) { return p.steps.back().out_floats; })
+      .def(
+          "run",
+          [](const SequencePlan& p, uintptr_t input, const std::vector<uintptr_t>& weights,
+             uintptr_t output, int threads) {
+            if (weights.size() != p.weights)
+              throw std::invalid_argument("weights: expected " + std::to_string(p.weights) +
+                                          " addresses, got " + std::to_string(weights.size()));
+            std::vector<const float*> w(weights.size());
+            for (size_t i = 0; i < w.size(); ++i) w[i] = address<const float>(weights[i]);
+            run_sequence(p.steps, address<const float>(input), w.data(), address<float>(output),
+                         threads);
           },
           py::call_guard<py::gil_scoped_release>());
 

@@ -4,10 +4,12 @@ Optimizes ``model`` (or takes an already optimized one), runs the original and t
 model on ``example_input``, and reports
 
 * per fused layer (depthwise, squeeze-excite or its gate, 1x1 conv with its residual and
-  gate, stem conv, linear, global pool) the max absolute and
+  gate, stem conv, linear, global pool, inverted-residual block) the max absolute and
   relative error of the fused op against the plain-PyTorch reference op
   (``mnv3ext.reference``) computed in float64 on the *actual* activations reaching that layer
-  in the optimized model, with the layer's (folded) weights;
+  in the optimized model, with the layer's (folded) weights. The layers of a ``FusedSequence``
+  (one ``sequential`` call) are run one by one on the sequence's input for this, and the
+  sequence itself gets a row: its output against those layers' composition;
 * overall output agreement: max absolute / relative error per output tensor, and for
   classifier outputs (2-D ``(N, classes)``) the top-1 agreement.
 
@@ -31,10 +33,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import reference
+from ._program import FLATTEN, parse_program
 from .nn.fused import FusedDepthwiseConv2d, FusedSqueezeExcite
 from .optimize import optimize
 from .nn.block import FusedInvertedResidual
 from .nn.gemm import FusedConv2d, FusedLinear, FusedPointwiseConv2d, GlobalAvgPool, SqueezeExciteGate
+from .nn.sequence import FusedSequence
 from .optimize.modules import SameFusedConv2d, SameFusedDepthwiseConv2d, tf_same_pads
 
 __all__ = ["check", "CheckReport", "LayerError", "OutputError", "LAYER_RTOL", "OUTPUT_RTOL"]
@@ -160,7 +164,24 @@ def _reference_of(m: nn.Module, x: torch.Tensor, kwargs: dict) -> Optional[torch
 _KINDS = ((SameFusedDepthwiseConv2d, "depthwise(same)"), (FusedDepthwiseConv2d, "depthwise"),
           (SqueezeExciteGate, "SE gate"), (FusedSqueezeExcite, "squeeze-excite"),
           (FusedPointwiseConv2d, "1x1 conv"), (SameFusedConv2d, "conv(same)"), (FusedConv2d, "conv"),
-          (FusedLinear, "linear"), (GlobalAvgPool, "global pool"), (FusedInvertedResidual, "block"))
+          (FusedLinear, "linear"), (GlobalAvgPool, "global pool"), (FusedInvertedResidual, "block"),
+          (FusedSequence, "sequence"))
+
+
+def _replay(model: nn.Module, name: str, seq: FusedSequence, x: torch.Tensor) -> torch.Tensor:
+    """The layers ``seq`` stands for, called one by one on its input (their own hooks fire)."""
+    owner = name.rpartition(".")[0]
+    layers = iter(model.get_submodule(f"{owner}.{n}" if owner else n) for n in seq.layers)
+    flattened = False  # GlobalAvgPool(keepdim=False) is a pool and a flatten step in one module
+    for kind, _ in parse_program(seq.program):
+        if kind == FLATTEN:
+            x = x if flattened else x.flatten(1)
+            flattened = False
+            continue
+        layer = next(layers)
+        x = layer(x)
+        flattened = isinstance(layer, GlobalAvgPool) and not layer.keepdim
+    return x
 
 
 def _flatten(out: Any, prefix: str = "") -> List[tuple]:
@@ -191,7 +212,10 @@ def check(model: nn.Module, example_input: Any, *, optimized: Optional[nn.Module
             extra = dict(kwargs)
             if isinstance(mod, FusedPointwiseConv2d):  # residual / input_scale passed positionally
                 extra.update(zip(("residual", "input_scale"), inputs[1:]))
-            ref = _reference_of(mod, inputs[0], extra)
+            if isinstance(mod, FusedSequence):
+                ref = _replay(optimized, name, mod, inputs[0])
+            else:
+                ref = _reference_of(mod, inputs[0], extra)
             if ref is None:
                 return
             max_abs, max_rel = _errors(output, ref)

@@ -64,6 +64,12 @@ Ops (all inference-only, float32, CPU; none modifies its inputs):
     A whole MobileNetV3 block in one call: ``project(se(dw(expand(x)))) (+ x)``. Output rows are
     computed in bands that keep the expanded tensor in cache (it never exists in full); with SE,
     one image's depthwise output is kept (L2-sized), then the gate is folded into the projection.
+``sequential(input, weights, program)``
+    A chain of the packed ops above (conv, block, pointwise without residual/scale, pool,
+    flatten, linear) in one call, each step reading the previous step's output: what a whole
+    optimized MobileNetV3 runs. Same results as the ops one by one; ``program`` is a flat int
+    list of steps (format in ``mnv3ext._program``), ``weights`` one packed tensor per step that
+    takes one. The intermediates live in per-thread buffers reused across calls.
 
 Outputs keep the input's memory format (channels_last in, channels_last out); inputs in any other
 stride layout are made contiguous first.
@@ -93,6 +99,7 @@ __all__ = [
     "pointwise_conv2d",
     "pointwise_conv2d_packed",
     "se_gate_packed",
+    "sequential",
     "DW_ACTIVATIONS",
     "SE_ACTIVATIONS",
     "SE_GATES",
@@ -575,3 +582,4 @@ from ._gemm_ops import (  # noqa: E402
     pointwise_conv2d_packed, se_gate_packed,
 )
 from ._block_ops import CONFIG_FIELDS, block_config, describe_config, inverted_residual  # noqa: E402
+from ._sequence_ops import sequential  # noqa: E402

@@ -184,3 +184,24 @@ def linear_packed_nchw(input, packed_weight, out_channels, activation):
     k = input.shape[1]
     weight, bias = unpack_gemm_weight(packed_weight[:(-(-out_channels // 16)) * (1 + k) * 16], k, out_channels)
     return pointwise_conv2d(input, weight, bias, activation, None, None)
+
+
+def sequential(input, weights, program):
+    """The steps of ``program`` (``mnv3ext._program``) as the reference ops one after the other."""
+    from ._program import BLOCK, CONV, FLATTEN, LINEAR, POINTWISE, WEIGHTED, parse_program
+    x, w = input, iter(weights)
+    for kind, p in parse_program(program):
+        weight = next(w) if kind in WEIGHTED else None
+        if kind == CONV:
+            x = conv2d_packed(x, weight, p[0], p[3:], _ACTIVATION_NAMES[p[1]], bool(p[2]))
+        elif kind == BLOCK:
+            x = inverted_residual(x, weight, p)
+        elif kind == POINTWISE:
+            x = pointwise_conv2d_packed(x, weight, p[0], _ACTIVATION_NAMES[p[1]], None, None)
+        elif kind == FLATTEN:
+            x = x.flatten(1)
+        elif kind == LINEAR:
+            x = linear_packed(x, weight, p[0], _ACTIVATION_NAMES[p[1]])
+        else:
+            x = global_avg_pool(x)
+    return x

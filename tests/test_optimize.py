@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import mnv3ext
+from mnv3ext._program import BLOCK, CONV, FLATTEN, LINEAR, POINTWISE, POOL, parse_program
 from mnv3ext.models import (
     lraspp_mobilenet_v3_large,
     mobilenet_v3_large,
@@ -340,10 +341,10 @@ def test_torch_export():
     x = torch.randn(1, 3, 224, 224)
     ep = torch.export.export(o, (x,))
     targets = {str(n.target) for n in ep.graph.nodes if n.op == "call_function"}
-    # every layer on mnv3ext ops: the blocks, stem, last 1x1, pool and classifier
-    assert sum("mnv3ext.inverted_residual" in str(n.target) for n in ep.graph.nodes) == 11
-    for op in ("pointwise_conv2d_packed", "conv2d_packed", "global_avg_pool", "linear_packed"):
-        assert any(f"mnv3ext.{op}" in t for t in targets), op
+    # every layer on mnv3ext ops: the blocks, stem, last 1x1, pool and classifier, as one sequence
+    (seq,) = [n for n in ep.graph.nodes if "mnv3ext.sequential" in str(n.target)]
+    kinds = [kind for kind, _ in parse_program(seq.args[2])]
+    assert kinds == [CONV] + [BLOCK] * 11 + [POINTWISE, POOL, FLATTEN, LINEAR, LINEAR], kinds
     assert not any("aten.convolution" in t or "aten.linear" in t or "aten.addmm" in t for t in targets), targets
     with torch.no_grad():
         assert_close(ep.module()(x), m(x))

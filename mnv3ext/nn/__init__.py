@@ -3,6 +3,8 @@ from .block import FusedInvertedResidual
 from .fold import fold_batchnorm
 from .fused import FusedDepthwiseConv2d, FusedSqueezeExcite
 from .gemm import FusedConv2d, FusedLinear, FusedPointwiseConv2d, GlobalAvgPool, SqueezeExciteGate
+from .sequence import FusedSequence
 
 __all__ = ["FusedDepthwiseConv2d", "FusedSqueezeExcite", "FusedPointwiseConv2d", "FusedConv2d", "FusedLinear",
-           "GlobalAvgPool", "SqueezeExciteGate", "FusedInvertedResidual", "fold_batchnorm"]
+           "GlobalAvgPool", "SqueezeExciteGate", "FusedInvertedResidual", "FusedSequence",
+           "fold_batchnorm"]

@@ -68,6 +68,7 @@ class _PackedGemm(nn.Module):
         self.register_buffer("bias", bias.detach().to(torch.float32).contiguous().clone())
         self.activation = activation
         self.out_channels = int(weight.shape[0])
+        self._class_name = type(self).__name__  # for TorchScript, which has no type(self)
         self.register_buffer("packed_weight", self._pack(), persistent=False)
 
     def _pack(self) -> torch.Tensor:
@@ -80,7 +81,7 @@ class _PackedGemm(nn.Module):
 
     def _inference_only(self) -> None:
         if self.training:
-            raise RuntimeError(f"{type(self).__name__} is inference-only: call model.eval() first")
+            raise RuntimeError(self._class_name + " is inference-only: call model.eval() first")
 
 
 class FusedPointwiseConv2d(_PackedGemm):

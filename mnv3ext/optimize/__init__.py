@@ -14,6 +14,9 @@ How it works:
    once, here); route 1x1 convs (+ activation) through ``PointwiseConv2d``. Patterns are
    recognised by what the nodes compute, and every rewrite is checked on a probe input.
 4. Optionally convert to channels_last (NHWC) weights and activations.
+5. Run each chain of consecutive mnv3ext layers (stem, blocks, 1x1 convs, pool, classifier)
+   as one ``torch.ops.mnv3ext.sequential`` call (``FusedSequence``; the layers keep their
+   places and names, their packed weights are passed in).
 
 The result is an ``fx.GraphModule`` (state_dict keys of untouched modules are unchanged) with
 the report in ``model.mnv3ext_summary`` (``print`` it).
@@ -29,6 +32,7 @@ from torch import fx, nn
 from ..nn.gemm import FusedConv2d
 from .modules import PointwiseConv2d, SameFusedDepthwiseConv2d
 from .passes import run_passes
+from .sequence_pass import fuse_sequences
 from .summary import OptimizeSummary
 from .tracing import trace
 from .validate import check_optimizable
@@ -143,6 +147,10 @@ def optimize(model: nn.Module, *, inplace: bool = False,
             out = out.to(memory_format=torch.channels_last)
             if isinstance(out, fx.GraphModule):
                 _insert_input_conversion(out)
+        # Last: it reads the layers' final settings (the stem's channels_last_output above).
+        for name, m in list(out.named_modules()):
+            if isinstance(m, fx.GraphModule):
+                fuse_sequences(m, summary, name)
     summary.memory_format = "channels_last" if memory_format == torch.channels_last else "contiguous (NCHW)"
     out.mnv3ext_summary = summary
     return out

@@ -16,7 +16,8 @@ class OptimizeSummary:
     convolutions that add the block's residual in their epilogue; ``se_folded``: (SE gate, 1x1
     convolution) pairs whose gate multiplies the convolution's input inside the GEMM.
     ``left_on_pytorch``: (where, why) for every compute layer still run by PyTorch. ``blocks``:
-    (name, config) of each inverted-residual block run as one op; the counts of the layers above
+    (name, config) of each inverted-residual block run as one op; ``sequences``: (name, what)
+    of each run of layers executed as one ``sequential`` op (the layers keep their names); the counts of the layers above
     are of the layers fused first, most of which these blocks then absorb. ``folded_batchnorm``: BatchNorms folded into the preceding convolution.
     ``unfused``: (where, what, reason) for every candidate left as it was. ``fallback``:
     modules whose ``forward`` could not be traced by ``torch.fx``; they were kept as they are
@@ -33,6 +34,7 @@ class OptimizeSummary:
     se_folded: List[Tuple[str, str]] = field(default_factory=list)
     left_on_pytorch: List[Tuple[str, str]] = field(default_factory=list)
     blocks: List[Tuple[str, str]] = field(default_factory=list)
+    sequences: List[Tuple[str, str]] = field(default_factory=list)
     folded_batchnorm: List[str] = field(default_factory=list)
     unfused: List[Tuple[str, str, str]] = field(default_factory=list)
     fallback: List[Tuple[str, str]] = field(default_factory=list)
@@ -56,6 +58,7 @@ class OptimizeSummary:
         self.se_folded += [(p + a, p + b) for a, b in other.se_folded]
         self.left_on_pytorch += [(p + a, b) for a, b in other.left_on_pytorch]
         self.blocks += [(p + a, b) for a, b in other.blocks]
+        self.sequences += [(p + a, b) for a, b in other.sequences]
         self.folded_batchnorm += [p + a for a in other.folded_batchnorm]
         self.unfused += [(p + a, b, c) for a, b, c in other.unfused]
         self.fallback += [(p + a, b) for a, b in other.fallback]
@@ -66,6 +69,8 @@ class OptimizeSummary:
         lines = [
             "mnv3ext.optimize summary",
             f"  inverted-residual blocks as one op: {len(self.blocks)}",
+            f"  layer sequences as one op   : {len(self.sequences)}"
+            + "".join(f"\n    - {name}: {what}" for name, what in self.sequences),
             f"  fused depthwise conv+BN+act : {len(self.fused_depthwise)}",
             f"  fused squeeze-excite        : {len(self.fused_se)}",
             f"  BatchNorms folded into convs: {len(self.folded_batchnorm)}",
@@ -97,4 +102,5 @@ class OptimizeSummary:
                 f"folded_batchnorm={len(self.folded_batchnorm)}, pointwise={len(self.pointwise)}, "
                 f"dense_conv={len(self.dense_conv)}, linear={len(self.linear)}, pooling={len(self.pooling)}, "
                 f"left_on_pytorch={len(self.left_on_pytorch)}, blocks={len(self.blocks)}, "
+                f"sequences={len(self.sequences)}, "
                 f"ops_removed={self.ops_removed}, unfused={len(self.unfused)}, fallback={len(self.fallback)})")
