@@ -462,21 +462,23 @@ PYBIND11_MODULE(_C, m) {
                            "Single-op plans chained into one call, run on raw addresses")
       .def(py::init(&make_sequence_plan), py::arg("plans"))
       .def_property_readonly("weights", [](const SequencePlan& p) { return p.weights; })
+      .def_property_readonly("steps", [](const SequencePlan& p) { return p.steps.size(); })
       .def_property_readonly("out_floats",
                              [](const SequencePlan& p) { return p.steps.back().out_floats; })
       .def(
           "run",
           [](const SequencePlan& p, uintptr_t input, const std::vector<uintptr_t>& weights,
-             uintptr_t output, int threads) {
+             uintptr_t output, int threads, uintptr_t step_ns) {
             if (weights.size() != p.weights)
               throw std::invalid_argument("weights: expected " + std::to_string(p.weights) +
                                           " addresses, got " + std::to_string(weights.size()));
             std::vector<const float*> w(weights.size());
             for (size_t i = 0; i < w.size(); ++i) w[i] = address<const float>(weights[i]);
             run_sequence(p.steps, address<const float>(input), w.data(), address<float>(output),
-                         threads);
+                         threads, address<int64_t>(step_ns));
           },
-          py::call_guard<py::gil_scoped_release>());
+          py::arg("input"), py::arg("weights"), py::arg("output"), py::arg("threads"),
+          py::arg("step_ns") = 0, py::call_guard<py::gil_scoped_release>());
 
   // numpy surface.
   m.def("gemm", &gemm_numpy, py::arg("input"), py::arg("weight"), py::arg("bias") = py::none(),

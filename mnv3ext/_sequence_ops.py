@@ -7,6 +7,9 @@ intermediates stay in per-thread buffers, warm in cache). The steps are describe
 """
 from __future__ import annotations
 
+import contextlib
+from typing import Iterator, List, Optional, Tuple
+
 import torch
 
 from . import _C
@@ -135,14 +138,31 @@ def _sequence_plan(input, weights, program):
     plans = [_step_plan(kind, params, x, input if j == 0 else None)
              for j, (kind, params, x, _) in enumerate(walked)]
     plan = _C.SequencePlan([p for p in plans if p is not None])
+    timed = tuple(j for j, p in enumerate(plans) if p is not None)  # program steps the C++ steps are
     final = walked[-1][3]
     size = tuple(final.shape)
     dense = _nhwc_strides(size)
     copy_weights = any(not w.is_contiguous() for w in weights)
-    return plan, size, dense, tuple(final.stride()), convert, copy_weights
+    return plan, size, dense, tuple(final.stride()), convert, copy_weights, timed
 
 
 _PLANS: dict = {}
+_recording: Optional[List] = None
+
+
+@contextlib.contextmanager
+def recording_step_times() -> Iterator[List[List[Tuple[int, int]]]]:
+    """Within the block, every eager ``sequential`` call on this process appends one record to
+    the yielded list: [(program step index, wall nanoseconds)] of its steps (flattens, which run
+    nothing, left out) -- per-layer times inside the whole model, where the layers find their
+    inputs as the model leaves them (the bench's in-model per-layer column)."""
+    global _recording
+    previous, records = _recording, []
+    _recording = records
+    try:
+        yield records
+    finally:
+        _recording = previous
 
 
 def _sequential_cpu(input, weights, program):
@@ -158,13 +178,18 @@ def _sequential_cpu(input, weights, program):
             _ops._remember(_PLANS, key, entry)
     if torch.is_grad_enabled():
         _check_inference(input, *weights)
-    plan, size, dense, strides, convert, copy_weights = entry
+    plan, size, dense, strides, convert, copy_weights, timed = entry
     if convert is not None and not input.is_contiguous(memory_format=convert):
         input = input.contiguous(memory_format=convert)
     if copy_weights:
         weights = [w.contiguous() for w in weights]
     out = input.new_empty_strided(size, dense)
-    if size[0]:
+    if size[0] and _recording is not None:
+        ns = torch.zeros(len(timed), dtype=torch.int64)
+        plan.run(input.data_ptr(), [w.data_ptr() for w in weights], out.data_ptr(), torch.get_num_threads(),
+                 ns.data_ptr())
+        _recording.append(list(zip(timed, ns.tolist())))
+    elif size[0]:
         plan.run(input.data_ptr(), [w.data_ptr() for w in weights], out.data_ptr(), torch.get_num_threads())
     if strides != dense:  # a 4-d NCHW result (the ops keep an NCHW input's format)
         out = torch.empty_strided(size, strides, dtype=out.dtype).copy_(out)

@@ -334,8 +334,15 @@ def test_per_layer_has_ort_columns(capsys, tmp_path):
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert len(cells) == head.count("|") - 1
     r4 = per["rows"][4]
-    assert cells[-2] == f"{r4['ort_us']['onnxruntime']:.1f}"
-    assert cells[-1] == f"{r4['median_ms']['mnv3ext'] * 1e3 / r4['ort_us']['onnxruntime']:.2f}"
+    column = dict(zip([c.strip() for c in head.strip("|").split("|")], cells))
+    assert column["onnxruntime µs (profiler)"] == f"{r4['ort_us']['onnxruntime']:.1f}"
+    assert column["mnv3ext/onnxruntime"] == f"{r4['median_ms']['mnv3ext'] * 1e3 / r4['ort_us']['onnxruntime']:.2f}"
+    # the in-model column: ORT's per-block time scaled by its unprofiled whole-model time over its
+    # profiled node total
+    whole = next(r for r in doc["results"] if r["backend"] == "onnxruntime")["latency_ms"]["median"] * 1e3
+    scaled = r4["ort_us"]["onnxruntime"] * whole / per["ort"]["onnxruntime"]["run_total_us"]
+    assert column["mnv3ext in-model µs"] == f"{r4['in_model_us']:.1f}"
+    assert column["in-model/onnxruntime (scaled)"] == f"{r4['in_model_us'] / scaled:.2f}"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -95,6 +95,10 @@ def test_bench_per_layer_table(tiny_run):
         assert not r["notes"], r["notes"]  # every block optimized
     assert per["total_ms"]["eager"] == pytest.approx(sum(r["median_ms"]["eager"] for r in per["rows"]))
     assert "| 4 | ir4 k5 e96 s2 se | " in out and "**sum of blocks**" in out
+    # mnv3ext's steps timed inside the whole model's one sequential op, charged to the same rows
+    assert all(r["in_model_us"] > 0 for r in per["rows"]), [r.get("in_model_us") for r in per["rows"]]
+    assert per["in_model"]["total_us"] == pytest.approx(sum(r["in_model_us"] for r in per["rows"]))
+    assert per["in_model"]["runs"] > 0 and "mnv3ext in-model µs" in out
 
 
 def test_missing_optional_runtimes_are_skipped(monkeypatch, capsys):

@@ -323,8 +323,9 @@ def test_torchscript_compile_and_export_of_an_optimized_model(tmp_path):
     o = mnv3ext.optimize(m)
     x = torch.randn(1, 3, 64, 72)
     seq = o.get_submodule("mnv3ext_sequence")
-    weights = [n for n in o.graph.nodes if n.op == "get_attr"]
-    weights = [o.get_buffer(n.target) for n in weights]
+    weights = [o.get_submodule(layer)._buffers[name] for layer, name in
+               zip([l for l in seq.layers if l != "avgpool"], ["packed_weight"] + ["packed_weights"] * 11
+                   + ["packed_weight"] * 3)]
     with torch.no_grad():
         expected = o(x)
         assert torch.equal(torch.jit.script(seq)(x, weights), expected)
@@ -365,3 +366,23 @@ def test_check_reports_every_layer_of_a_sequence_and_catches_a_wrong_sequence():
     report = mnv3ext.check(m, x, optimized=o)
     assert not report.ok
     assert [layer.name for layer in report.layers if not layer.ok] == ["mnv3ext_sequence"], str(report)
+
+
+def test_deepcopy_and_pickle_keep_the_sequence_reading_its_own_model(tmp_path):
+    """The sequence holds plain references to its layers: a copy's sequence must read the copy."""
+    import copy
+    _, m = list(_large_and_small())[1]
+    o = mnv3ext.optimize(m)
+    x = torch.randn(1, 3, 48, 48)
+    with torch.no_grad():
+        before = o(x)
+        c = copy.deepcopy(o)
+        stem = c.get_submodule("features.0.0")
+        stem.load_state_dict({k: v * 2 for k, v in stem.state_dict().items()})
+        assert not torch.equal(c(x), before), "the copy's sequence still reads the original's weights"
+        assert torch.equal(o(x), before), "changing the copy changed the original"
+        torch.save(c, tmp_path / "model.pt")
+        loaded = torch.load(tmp_path / "model.pt", weights_only=False)
+        assert torch.equal(loaded(x), c(x))
+        loaded.get_submodule("features.0.0").load_state_dict(o.get_submodule("features.0.0").state_dict())
+        assert torch.equal(loaded(x), before), "the loaded model's sequence does not read its own layers"

@@ -270,6 +270,10 @@ def run_bench(args: argparse.Namespace, log=lambda msg: None, progress=None) -> 
                 if progress is not None:
                     progress.set_stage("ONNX Runtime profiler")
                 add_ort_per_block(per_layer, ctx, ort_names, runs=args.runs or 50, warmup=args.warmup, log=log)
+            if "mnv3ext" in prepared and per_layer["rows"]:
+                from .per_layer import add_in_model_steps
+
+                add_in_model_steps(per_layer, model, x, runs=args.runs or 50, warmup=args.warmup)
 
     doc = {
         "schema": SCHEMA_ID,

@@ -17,6 +17,7 @@ carried between blocks), which the standalone blocks of the torch backends canno
 """
 from __future__ import annotations
 
+import statistics
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -25,7 +26,7 @@ from .backends import BackendUnavailable, _optimize_fn
 from .models import Segment, fold_batchnorms, segments
 from .timing import alternating_blocks
 
-__all__ = ["PER_LAYER_BACKENDS", "measure_per_layer", "add_ort_per_block", "format_per_layer"]
+__all__ = ["PER_LAYER_BACKENDS", "measure_per_layer", "add_ort_per_block", "add_in_model_steps", "format_per_layer"]
 
 # backend -> (memory format of its input, how its blocks are made from the eager model's blocks)
 PER_LAYER_BACKENDS = ("eager", "eager-cl", "mnv3ext", "mnv3ext-cl", "mnv3ext-nchw")
@@ -139,6 +140,63 @@ def add_ort_per_block(per_layer: Dict[str, Any], ctx, backends: Sequence[str], *
                    "nodes": sum(len(n) for n in blocks["nodes"]), "unassigned": 0}
 
 
+def _row_of_layer(name: str, rows: int) -> Optional[int]:
+    """The row of an optimized MobileNetV3's layer: features.0 the stem, features.i block i (the
+    last one the last 1x1 conv), anything after the features (pool, classifier) the head."""
+    parts = name.split(".")
+    if parts[0] == "features":
+        i = int(parts[1])
+        return i if i < rows - 1 else None
+    return rows - 1
+
+
+def add_in_model_steps(per_layer: Dict[str, Any], model: torch.nn.Module, x: torch.Tensor, *, runs: int = 50,
+                       warmup: int = 3) -> bool:
+    """Adds mnv3ext's per-block times *inside* the whole optimized model to ``per_layer`` in place
+    (rows' ``in_model_us``, ``per_layer["in_model"]``): ``optimize(model)`` runs as one
+    ``sequential`` op whose steps are timed in C++ on every call, back to back, as ONNX Runtime's
+    profiler times its nodes. Returns False (nothing added) when the optimized model is not one
+    sequence of the features and head (LR-ASPP)."""
+    from .._program import FLATTEN, parse_program
+    from .._sequence_ops import recording_step_times
+    from ..nn.sequence import FusedSequence
+
+    optimize = _optimize_fn()
+    opt = optimize(model)
+    seqs = [m for m in opt.modules() if isinstance(m, FusedSequence)]
+    graph = getattr(opt, "graph", None)
+    rows = per_layer["rows"]
+    if len(seqs) != 1 or graph is None or sum(n.op.startswith("call") for n in graph.nodes) != 1:
+        return False
+    steps = [_row_of_layer(name, len(rows)) for name in seqs[0].layers]
+    if None in steps or len(set(steps)) != len(rows):
+        return False
+    program_rows = {}  # program step index -> row: steps in program order, flattens excluded
+    layer = 0
+    for j, (kind, _) in enumerate(parse_program(seqs[0].program)):
+        if kind != FLATTEN:
+            program_rows[j] = steps[layer]
+            layer += 1
+    with torch.inference_mode():
+        for _ in range(warmup):
+            opt(x)
+        with recording_step_times() as records:
+            for _ in range(runs):
+                opt(x)
+    per_row: List[List[float]] = [[] for _ in rows]
+    for record in records:
+        sums = [0.0] * len(rows)
+        for j, ns in record:
+            sums[program_rows[j]] += ns / 1e3
+        for r, us in zip(per_row, sums):
+            r.append(us)
+    for row, values in zip(rows, per_row):
+        row["in_model_us"] = statistics.median(values)
+    per_layer["in_model"] = {"runs": len(records), "total_us": sum(statistics.median(v) for v in per_row),
+                             "run_total_us": statistics.median(sum(ns for _, ns in r) / 1e3 for r in records)}
+    return True
+
+
 def format_per_layer(per_layer: Dict[str, Any], whole_model_ms: Optional[Dict[str, float]] = None) -> str:
     """Markdown table: one row per block, one column per backend (ms), plus sum and whole model."""
     backends = per_layer["backends"]
@@ -152,7 +210,27 @@ def format_per_layer(per_layer: Dict[str, Any], whole_model_ms: Optional[Dict[st
             head += " | " + " | ".join(f"{base}/{b}" for b in backends[1:])
         for o in ort:
             head += f" | {o} µs (profiler)" + (f" | {ours}/{o}" if ours else "")
+        in_model = "in_model" in per_layer
+        # ORT's profiler slows its runs (its profiled node times sum to more than an unprofiled
+        # whole-model call): per-node times are scaled down by that factor before the ratio.
+        scale = {}
+        for o in ort:
+            total = per_layer["ort"][o].get("run_total_us")
+            scale[o] = (whole_model_ms[o] * 1e3 / total if whole_model_ms and o in whole_model_ms and total
+                        else 1.0)
+        if in_model:
+            head += " | mnv3ext in-model µs" + "".join(
+                f" | in-model/{o}" + (" (scaled)" if scale[o] != 1.0 else "") for o in ort)
         lines += [head + " |", "|" + "---|" * head.count("|")]
+
+        def in_model_cells(us, ort_by_backend):
+            if not in_model:
+                return []
+            cells = ["–" if us is None else f"{us:.1f}"]
+            for o in ort:
+                ref = ort_by_backend.get(o)
+                cells.append("–" if us is None or not ref else f"{us / (ref * scale[o]):.2f}")
+            return cells
 
         def ort_cells(us_by_backend, ours_ms):
             cells = []
@@ -167,17 +245,20 @@ def format_per_layer(per_layer: Dict[str, Any], whole_model_ms: Optional[Dict[st
             cells = [f"{r['median_ms'][b]:.3f}" + ("*" if b in r.get("notes", {}) else "") for b in backends]
             ratios = [f"{r['median_ms'][base] / r['median_ms'][b]:.2f}×" for b in backends[1:]]
             extra = ort_cells(r.get("ort_us", {}), r["median_ms"].get(ours) if ours else None)
+            extra += in_model_cells(r.get("in_model_us"), r.get("ort_us", {}))
             lines.append(f"| {r['index']} | {r['name']} | " + " | ".join(cells + ratios + extra) + " |")
         tot = per_layer["total_ms"]
         ratios = [f"{tot[base] / tot[b]:.2f}×" for b in backends[1:]]
         ort_tot = {o: per_layer["ort"][o]["total_us"] for o in ort}
         extra = ort_cells(ort_tot, tot.get(ours) if ours else None)
+        extra += in_model_cells(per_layer["in_model"]["total_us"] if in_model else None, ort_tot)
         lines.append("| | **sum of blocks** | " + " | ".join([f"{tot[b]:.3f}" for b in backends] + ratios + extra) + " |")
         if whole_model_ms:
             cells = [f"{whole_model_ms[b]:.3f}" if b in whole_model_ms else "" for b in backends]
             extra = []
             for o in ort:
                 extra += [f"{whole_model_ms[o] * 1e3:.1f}" if o in whole_model_ms else ""] + ([""] if ours else [])
+            extra += [""] * len(in_model_cells(None, {}))
             lines.append("| | whole model | " + " | ".join(cells + [""] * (len(backends) - 1) + extra) + " |")
         if ort:
             lines.append(f"ONNX Runtime columns: its profiler's node kernel times inside whole-model runs, charged to "
@@ -185,6 +266,14 @@ def format_per_layer(per_layer: Dict[str, Any], whole_model_ms: Optional[Dict[st
                          f"{ours}/ORT = {ours} ms / ORT ms." if ours else
                          "ONNX Runtime columns: its profiler's node kernel times inside whole-model runs, charged to "
                          "blocks by ONNX scope name (medians).")
+        if in_model:
+            lines.append(f"mnv3ext in-model: the whole optimized model's steps timed inside its one sequential op "
+                         f"(wall time per step, medians over {per_layer['in_model']['runs']} back-to-back runs), "
+                         "where each block finds its input as the model leaves it -- the same footing as ORT's "
+                         "profiler times."
+                         + "".join(f" (scaled): ORT's per-block times x {scale[o]:.2f}, its unprofiled whole-model "
+                                   f"time over its profiled runs' node total, since profiling slows it."
+                                   for o in ort if scale[o] != 1.0))
         noted = {(b, r["name"], t) for r in per_layer["rows"] for b, t in r.get("notes", {}).items()}
         for b, name, text in sorted(noted):
             lines.append(f"\\* {b}, {name}: {text}")

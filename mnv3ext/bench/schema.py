@@ -35,7 +35,11 @@ Top level
     ONNX Runtime backend ran: rows' ``ort_us`` {ort backend: µs} (median over profiled runs of the
     kernel times of the nodes charged to the block) and ``ort_nodes`` {ort backend: count};
     ``ort`` {ort backend: {``runs``, ``total_us`` (sum of the rows' medians), ``run_total_us``,
-    ``nodes``, ``unassigned``}}.
+    ``nodes``, ``unassigned``}}. Added later (no version bump), when ``optimize`` runs the whole
+    model as one ``sequential`` op: rows' ``in_model_us`` (median over runs of the wall time of
+    the steps charged to the block, timed inside that op: as ORT's profiler times, inside the
+    whole model) and ``in_model`` {``runs``, ``total_us`` (sum of the rows' medians),
+    ``run_total_us`` (median over runs of all steps)}.
 """
 from __future__ import annotations
 
@@ -131,6 +135,7 @@ PER_LAYER_SCHEMA: Dict[str, Any] = {
                     "notes": {"type": "object", "additionalProperties": {"type": "string"}},
                     "ort_us": {"type": "object", "additionalProperties": _num_or_null},
                     "ort_nodes": {"type": "object", "additionalProperties": {"type": "integer", "minimum": 0}},
+                    "in_model_us": _num_or_null,
                 },
             },
         },
@@ -140,6 +145,9 @@ PER_LAYER_SCHEMA: Dict[str, Any] = {
             "properties": {"runs": {"type": "integer", "minimum": 0}, "total_us": _num_or_null,
                            "run_total_us": _num_or_null, "nodes": {"type": "integer", "minimum": 0},
                            "unassigned": {"type": "integer", "minimum": 0}}}},
+        "in_model": {"type": "object", "required": ["runs", "total_us", "run_total_us"],
+                     "properties": {"runs": {"type": "integer", "minimum": 0}, "total_us": _num_or_null,
+                                    "run_total_us": _num_or_null}},
     },
 }
 

@@ -1,8 +1,8 @@
 """The last rewrite of ``optimize``: every run of consecutive mnv3ext layers (stem, blocks, 1x1
 convolutions, pool, flatten, classifier), each feeding only the next, becomes one
 ``FusedSequence`` call (``torch.ops.mnv3ext.sequential``): one Python call and one op per model
-instead of one per layer. The layers stay in the model; their packed weights are read by
-``get_attr`` nodes and passed in on every call.
+instead of one per layer. The layers stay in the model; the sequence reads their packed weights
+on every call.
 """
 from __future__ import annotations
 
@@ -59,7 +59,7 @@ def _is_flatten_1(node: fx.Node) -> bool:
 
 
 def _step(gm: fx.GraphModule, node: fx.Node, previous_kind: Optional[int]):
-    """(steps, weight attribute, input node) if ``node`` can join a sequence whose last step is
+    """(steps, packed-weight buffer name, input node) if ``node`` can join a sequence whose last step is
     ``previous_kind`` (None: it would start one), else None."""
     if node.op == "call_module":
         source = _single_input(node)
@@ -72,7 +72,7 @@ def _step(gm: fx.GraphModule, node: fx.Node, previous_kind: Optional[int]):
             return None
         if not steps and previous_kind is None:
             return None  # a sequence does not start with an identity
-        return steps, (f"{node.target}.{attr}" if attr else None), source
+        return steps, attr, source
     if _is_flatten_1(node) and previous_kind == POOL:  # (N, C, 1, 1) -> (N, C)
         return [FLATTEN], None, node.args[0]
     return None
@@ -110,12 +110,11 @@ def _replace(gm: fx.GraphModule, run, summary: OptimizeSummary, prefix: str) -> 
     layers = [str(node.target) for node, _, _, _ in compute]
     k = sum(1 for n, _ in gm.named_children() if n.startswith("mnv3ext_sequence"))
     name = "mnv3ext_sequence" + (str(k) if k else "")
-    gm.add_submodule(name, FusedSequence(program, layers).train(gm.training))
+    sources = [(gm.get_submodule(node.target), attr) for node, _, attr, _ in run if attr]
+    gm.add_submodule(name, FusedSequence(program, layers, sources).train(gm.training))
     first, last = run[0][0], run[-1][0]
-    with gm.graph.inserting_before(first):
-        weights = [gm.graph.get_attr(attr) for _, _, attr, _ in run if attr]
     with gm.graph.inserting_after(last):
-        seq = gm.graph.call_module(name, (first.args[0], weights))  # as rewired by earlier runs
+        seq = gm.graph.call_module(name, (first.args[0],))  # as rewired by earlier runs
     last.replace_all_uses_with(seq)
     for node, _, _, _ in reversed(run):
         gm.graph.erase_node(node)

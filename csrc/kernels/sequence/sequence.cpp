@@ -1,6 +1,7 @@
 #include "kernels/sequence/sequence.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cstdint>
 #include <stdexcept>
 #include <string>
@@ -94,7 +95,7 @@ void check_sequence(const std::vector<SequenceStep>& steps) {
 }
 
 void run_sequence(const std::vector<SequenceStep>& steps, const float* input,
-                  const float* const* weights, float* output, int threads) {
+                  const float* const* weights, float* output, int threads, int64_t* step_ns) {
   thread_local std::vector<float> ping, pong;
   int64_t largest = 0;
   for (size_t i = 0; i + 1 < steps.size(); ++i) largest = std::max(largest, steps[i].out_floats);
@@ -104,6 +105,7 @@ void run_sequence(const std::vector<SequenceStep>& steps, const float* input,
     const SequenceStep& s = steps[i];
     float* out = i + 1 == steps.size() ? output : buffers[i % 2];
     const float* w = s.has_weight ? *weights++ : nullptr;
+    const auto start = step_ns ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point();
     switch (s.kind) {
       case SequenceStep::Kind::kConv: conv2d_gemm(s.conv, in, s.conv_strides, w, out, threads); break;
       case SequenceStep::Kind::kBlock: inverted_residual(s.block, in, w, out, threads); break;
@@ -120,6 +122,9 @@ void run_sequence(const std::vector<SequenceStep>& steps, const float* input,
                         threads);
         break;
     }
+    if (step_ns)
+      step_ns[i] = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                       std::chrono::steady_clock::now() - start).count();
     in = out;
   }
 }

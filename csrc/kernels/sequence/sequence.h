@@ -37,8 +37,10 @@ SequenceStep pool_step(int64_t batch, int64_t channels, int64_t hw, bool channel
 void check_sequence(const std::vector<SequenceStep>& steps);
 
 // weights: one packed weight per step with has_weight, in order. output: the last step's
-// out_floats. Intermediates go to the calling thread's buffers.
+// out_floats. Intermediates go to the calling thread's buffers. step_ns: null, or one slot per
+// step that receives the step's wall time in nanoseconds (in-model per-layer times).
 void run_sequence(const std::vector<SequenceStep>& steps, const float* input,
-                  const float* const* weights, float* output, int threads);
+                  const float* const* weights, float* output, int threads,
+                  int64_t* step_ns = nullptr);
 
 }  // namespace mnv3ext
