@@ -106,8 +106,13 @@ def _step_plan(kind, params, x, first_input):
         n, c, h, w = x.shape
         return _C.GemmPlan(n * h * w, c, params[0], c, params[0], False, params[0], False, 1, params[1])
     if kind == POOL:
+        # The pool's kernel path (NHWC or NCHW: another summation order) as the op alone would
+        # take it: the first step's input as given; later, the NHWC buffer, read as NCHW where the
+        # op would see an NCHW tensor with the same memory order (one channel or one pixel).
         n, c, h, w = x.shape
-        return _C.PoolPlan(n, c, h * w, first_input is None or _ops._is_channels_last(first_input))
+        if first_input is not None:
+            return _C.PoolPlan(n, c, h * w, _ops._is_channels_last(first_input))
+        return _C.PoolPlan(n, c, h * w, _ops._is_channels_last(x) or not (c == 1 or h * w == 1))
     if kind == LINEAR:
         n, k = x.shape
         return _C.GemmPlan(n, k, params[0], k, params[0], False, params[0], False, 1, params[1])

@@ -68,12 +68,17 @@ POOL, FLATTEN = "pool", "flatten"
 
 
 def chain(parts):
-    """(layers one by one as a function, program, weights) of ``parts``: module triples, POOL, FLATTEN."""
-    program, weights, calls = [], [], []
+    """(layers one by one as a function, program, weights) of ``parts``: module triples, POOL, FLATTEN.
+    The function keeps the tensors its pool step read in ``.pool_inputs``."""
+    program, weights, calls, pool_inputs = [], [], [], []
+
+    def pool(x):
+        pool_inputs.append(x)
+        return OPS.global_avg_pool(x)
     for part in parts:
         if part == POOL:
             program.append(4)
-            calls.append(OPS.global_avg_pool)
+            calls.append(pool)
         elif part == FLATTEN:
             program.append(5)
             calls.append(lambda x: x.flatten(1))
@@ -84,9 +89,11 @@ def chain(parts):
             calls.append(m)
 
     def one_by_one(x):
+        pool_inputs.clear()
         for f in calls:
             x = f(x)
         return x
+    one_by_one.pool_inputs = pool_inputs  # what the pool step saw, for the fuzz test's oracle
     return one_by_one, program, weights
 
 

@@ -89,7 +89,8 @@ void check_sequence(const std::vector<SequenceStep>& steps) {
         if (s.conv_strides[d] != nhwc[d])
           throw std::invalid_argument(where + "a convolution after the first step must read NHWC");
     }
-    if (s.kind == SequenceStep::Kind::kPool && !s.pool_channels_last)
+    if (s.kind == SequenceStep::Kind::kPool && !s.pool_channels_last && s.pool_channels != 1 &&
+        s.pool_hw != 1)
       throw std::invalid_argument(where + "a pool after the first step must read NHWC");
   }
 }

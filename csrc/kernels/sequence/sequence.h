@@ -22,7 +22,7 @@ struct SequenceStep {
   BlockShape block;           // kBlock: NHWC in and out
   GemmArgs gemm;              // kGemm: rows x k -> rows x n (1x1 conv on NHWC pixels, linear); sizes only
   int64_t pool_batch, pool_channels, pool_hw;  // kPool: -> (N, C)
-  bool pool_channels_last;    // kPool: NHWC input (NCHW only as the first step)
+  bool pool_channels_last;    // kPool: NHWC input (NCHW: the first step, or one channel or pixel)
   int64_t out_floats;         // output size
   bool has_weight;            // takes the next of the call's weights
 };
