@@ -170,7 +170,8 @@ def recording_step_times() -> Iterator[List[List[Tuple[int, int]]]]:
         _recording = previous
 
 
-def _sequential_cpu(input, weights, program):
+def plan_for(input, weights, program):
+    """The validated plan entry of a call (cached per input layout, program and weight layouts)."""
     try:
         key = (input.shape, input.stride(), input.dtype, tuple(program),
                tuple((w.shape, w.stride(), w.dtype) for w in weights))
@@ -181,8 +182,11 @@ def _sequential_cpu(input, weights, program):
         entry = _sequence_plan(input, weights, program)
         if key is not None:
             _ops._remember(_PLANS, key, entry)
-    if torch.is_grad_enabled():
-        _check_inference(input, *weights)
+    return entry
+
+
+def run_plan(entry, input, weights):
+    """Runs a call validated by ``plan_for`` (with these very tensors, or ones of the same layouts)."""
     plan, size, dense, strides, convert, copy_weights, timed = entry
     if convert is not None and not input.is_contiguous(memory_format=convert):
         input = input.contiguous(memory_format=convert)
@@ -199,6 +203,13 @@ def _sequential_cpu(input, weights, program):
     if strides != dense:  # a 4-d NCHW result (the ops keep an NCHW input's format)
         out = torch.empty_strided(size, strides, dtype=out.dtype).copy_(out)
     return out
+
+
+def _sequential_cpu(input, weights, program):
+    entry = plan_for(input, weights, program)
+    if torch.is_grad_enabled():
+        _check_inference(input, *weights)
+    return run_plan(entry, input, weights)
 
 
 def _sequential_fake(input, weights, program):

@@ -393,3 +393,23 @@ def test_deepcopy_and_pickle_keep_the_sequence_reading_its_own_model(tmp_path):
         assert torch.equal(loaded(x), c(x))
         loaded.get_submodule("features.0.0").load_state_dict(o.get_submodule("features.0.0").state_dict())
         assert torch.equal(loaded(x), before), "the loaded model's sequence does not read its own layers"
+
+
+def test_fused_sequence_revalidates_when_the_input_layout_or_a_weight_changes():
+    """FusedSequence reuses the plan it validated last; a new input size / layout / batch or a
+    replaced weight tensor must not run that plan."""
+    _, m = list(_large_and_small())[1]
+    o = mnv3ext.optimize(m)
+    seq = o.get_submodule("mnv3ext_sequence")
+    g = torch.Generator().manual_seed(11)
+    xs = [torch.randn(1, 3, 64, 64, generator=g), torch.randn(2, 3, 40, 56, generator=g),
+          torch.randn(1, 3, 64, 64, generator=g).contiguous(memory_format=CL), torch.randn(0, 3, 64, 64)]
+    with torch.no_grad():
+        for _ in range(2):
+            for x in xs:
+                assert torch.equal(o(x), mnv3ext.ops.sequential(x, seq._weights(), seq.program)), tuple(x.shape)
+        stem = o.get_submodule("features.0.0")
+        before = o(xs[0])
+        stem.packed_weight = stem.packed_weight * 2  # a new tensor: the sequence must read it
+        assert torch.equal(o(xs[0]), mnv3ext.ops.sequential(xs[0], seq._weights(), seq.program))
+        assert not torch.equal(o(xs[0]), before)

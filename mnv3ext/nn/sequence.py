@@ -9,12 +9,15 @@ references pointing into the copied model.
 """
 from __future__ import annotations
 
+import operator
 from typing import List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
 
 from .. import ops
+from .._checks import _check_inference
+from .._sequence_ops import plan_for, run_plan
 from .._program import STEP_NAMES, parse_program
 
 __all__ = ["FusedSequence"]
@@ -31,7 +34,7 @@ class FusedSequence(nn.Module):
     ``sources``: (module, packed-weight buffer name) per step that takes a weight, read when
     ``weights`` is not given."""
 
-    __jit_ignored_attributes__ = ["_sources"]
+    __jit_ignored_attributes__ = ["_sources", "_validated"]
 
     def __init__(self, program: List[int], layers: List[str],
                  sources: Sequence[Tuple[nn.Module, str]] = ()):
@@ -40,10 +43,34 @@ class FusedSequence(nn.Module):
         self.program: List[int] = [int(v) for v in program]
         self.layers: List[str] = list(layers)
         self._sources = [(m, str(name)) for m, name in sources]
+        self._validated = None  # (input layout, weight tensors, program, plan entry) of the last call
+
+    def __getstate__(self):  # deepcopy / pickle: the validated plan is rebuilt on first use
+        state = self.__dict__.copy()
+        state["_validated"] = None
+        return state
 
     @torch.jit.unused
     def _weights(self) -> List[torch.Tensor]:
         return [m._buffers[name] for m, name in self._sources]
+
+    @torch.jit.unused
+    def _run_own_weights(self, x: torch.Tensor) -> torch.Tensor:
+        # The whole model's one Python call per inference, right after kernels that evicted the
+        # interpreter's data from the caches: every object touched costs. The plan validated for
+        # these very weight tensors (held, so their identity cannot be reused), this input
+        # layout and this program is reused without building the op's cache key.
+        weights = self._weights()
+        if not (ops._unobserved() and ops._plain(x)):
+            return ops.sequential(x, weights, self.program)
+        cached = self._validated
+        if (cached is None or cached[0] != (x.shape, x.stride(), x.dtype) or cached[2] != self.program
+                or not all(map(operator.is_, weights, cached[1]))):
+            entry = plan_for(x, weights, self.program)
+            self._validated = cached = ((x.shape, x.stride(), x.dtype), weights, list(self.program), entry)
+        if x.requires_grad and torch.is_grad_enabled():
+            _check_inference(x)
+        return run_plan(cached[3], x, weights)
 
     def forward(self, x: torch.Tensor, weights: Optional[List[torch.Tensor]] = None) -> torch.Tensor:
         if self.training:
@@ -52,7 +79,9 @@ class FusedSequence(nn.Module):
             if weights is None:
                 raise RuntimeError("FusedSequence under TorchScript needs its weights passed in")
             return torch.ops.mnv3ext.sequential(x, weights, self.program)
-        return _sequential(x, self._weights() if weights is None else weights, self.program)
+        if weights is None:
+            return self._run_own_weights(x)
+        return _sequential(x, weights, self.program)
 
     def extra_repr(self) -> str:
         kinds = [STEP_NAMES[k] for k, _ in parse_program(self.program)]
