@@ -55,7 +55,7 @@ where=$(cd "$stage" && run_python python3 -c 'import mnv3ext; print(mnv3ext._C._
 case $where in "$stage"/*) ;; *) failed "imported mnv3ext._C from $where, not the ASan build";; esac
 status=0
 run_python pytest -q -p no:cacheprovider -rs \
-  tests/test_fuzz_ops.py tests/test_fuzz_gemm_ops.py tests/test_fuzz_block_op.py \
+  tests/test_fuzz_ops.py tests/test_fuzz_gemm_ops.py tests/test_fuzz_block_op.py tests/test_fuzz_sequence_op.py \
   tests/test_ops_bad_input.py tests/test_gemm_bad_input.py tests/test_ops_numerics.py \
   tests/test_gemm_ops.py tests/test_block_op.py tests/test_se_packed.py tests/test_sequence_op.py tests/test_numpy_api.py \
   tests/test_threads_memory.py -k "not rss" >"$pylog" 2>&1 || status=$?
