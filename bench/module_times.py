@@ -14,7 +14,6 @@ import numpy as np
 import torch
 
 import mnv3ext
-from mnv3ext._program import FLATTEN, parse_program
 from mnv3ext._sequence_ops import recording_step_times
 from mnv3ext.models import mobilenet_v3_large, mobilenet_v3_small
 from mnv3ext.nn import FusedSequence
@@ -29,8 +28,7 @@ def main() -> None:
     model = (mobilenet_v3_large if args.model == "large" else mobilenet_v3_small)().eval()
     fast = mnv3ext.optimize(model)
     (seq,) = [m for m in fast.modules() if isinstance(m, FusedSequence)]
-    layers = iter(seq.layers)
-    names = {j: next(layers) for j, (kind, _) in enumerate(parse_program(seq.program)) if kind != FLATTEN}
+    names = seq.layer_steps()
     times = collections.defaultdict(list)
     x1, x8 = torch.randn(1, 3, 224, 224), torch.randn(8, 3, 224, 224)
     with torch.no_grad():

@@ -128,7 +128,8 @@ def _sequence_plan(input, weights, program):
     for i, w in enumerate(weights):
         if isinstance(w, torch.Tensor) and w.device.type != "cpu":
             raise ValueError(f"weights[{i}]: expected device cpu (same as input), got {w.device}")
-    walked = _walk(_meta(input) if isinstance(input, torch.Tensor) else input, [_meta(w) if isinstance(w, torch.Tensor) else w for w in weights], program)
+    walked = _walk(_meta(input) if isinstance(input, torch.Tensor) else input,
+                   [_meta(w) if isinstance(w, torch.Tensor) else w for w in weights], program)
     first_kind = walked[0][0]
     # As the ops alone: a first conv reads any layout through its strides, a first pool a dense
     # tensor in its own format; every other step reads dense NHWC.
@@ -185,31 +186,30 @@ def plan_for(input, weights, program):
     return entry
 
 
-def run_plan(entry, input, weights):
-    """Runs a call validated by ``plan_for`` (with these very tensors, or ones of the same layouts)."""
+def run_checked(entry, input, weights):
+    """Runs a call validated by ``plan_for`` (with these very tensors, or ones of the same layouts),
+    refusing tensors that require grad under grad mode."""
+    if torch.is_grad_enabled():
+        _check_inference(input, *weights)
     plan, size, dense, strides, convert, copy_weights, timed = entry
     if convert is not None and not input.is_contiguous(memory_format=convert):
         input = input.contiguous(memory_format=convert)
     if copy_weights:
         weights = [w.contiguous() for w in weights]
     out = input.new_empty_strided(size, dense)
-    if size[0] and _recording is not None:
-        ns = torch.zeros(len(timed), dtype=torch.int64)
+    if size[0]:
+        ns = None if _recording is None else torch.zeros(len(timed), dtype=torch.int64)
         plan.run(input.data_ptr(), [w.data_ptr() for w in weights], out.data_ptr(), torch.get_num_threads(),
-                 ns.data_ptr())
-        _recording.append(list(zip(timed, ns.tolist())))
-    elif size[0]:
-        plan.run(input.data_ptr(), [w.data_ptr() for w in weights], out.data_ptr(), torch.get_num_threads())
+                 0 if ns is None else ns.data_ptr())
+        if ns is not None:
+            _recording.append(list(zip(timed, ns.tolist())))
     if strides != dense:  # a 4-d NCHW result (the ops keep an NCHW input's format)
         out = torch.empty_strided(size, strides, dtype=out.dtype).copy_(out)
     return out
 
 
 def _sequential_cpu(input, weights, program):
-    entry = plan_for(input, weights, program)
-    if torch.is_grad_enabled():
-        _check_inference(input, *weights)
-    return run_plan(entry, input, weights)
+    return run_checked(plan_for(input, weights, program), input, weights)
 
 
 def _sequential_fake(input, weights, program):

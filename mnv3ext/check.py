@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import reference
-from ._program import FLATTEN, parse_program
+from ._program import parse_program
 from .nn.fused import FusedDepthwiseConv2d, FusedSqueezeExcite
 from .optimize import optimize
 from .nn.block import FusedInvertedResidual
@@ -171,16 +171,12 @@ _KINDS = ((SameFusedDepthwiseConv2d, "depthwise(same)"), (FusedDepthwiseConv2d, 
 def _replay(model: nn.Module, name: str, seq: FusedSequence, x: torch.Tensor) -> torch.Tensor:
     """The layers ``seq`` stands for, called one by one on its input (their own hooks fire)."""
     owner = name.rpartition(".")[0]
-    layers = iter(model.get_submodule(f"{owner}.{n}" if owner else n) for n in seq.layers)
-    flattened = False  # GlobalAvgPool(keepdim=False) is a pool and a flatten step in one module
-    for kind, _ in parse_program(seq.program):
-        if kind == FLATTEN:
-            x = x if flattened else x.flatten(1)
-            flattened = False
-            continue
-        layer = next(layers)
-        x = layer(x)
-        flattened = isinstance(layer, GlobalAvgPool) and not layer.keepdim
+    layers = seq.layer_steps()
+    for j in range(len(parse_program(seq.program))):
+        if j in layers:
+            x = model.get_submodule(f"{owner}.{layers[j]}" if owner else layers[j])(x)
+        else:  # a flatten: (N, C, 1, 1) -> (N, C); after GlobalAvgPool(keepdim=False), already flat
+            x = x.flatten(1)
     return x
 
 

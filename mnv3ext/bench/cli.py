@@ -273,7 +273,8 @@ def run_bench(args: argparse.Namespace, log=lambda msg: None, progress=None) -> 
             if "mnv3ext" in prepared and per_layer["rows"]:
                 from .per_layer import add_in_model_steps
 
-                add_in_model_steps(per_layer, model, x, runs=args.runs or 50, warmup=args.warmup)
+                add_in_model_steps(per_layer, prepared["mnv3ext"].module, x, runs=args.runs or 50,
+                                   warmup=args.warmup)
 
     doc = {
         "schema": SCHEMA_ID,

@@ -150,33 +150,24 @@ def _row_of_layer(name: str, rows: int) -> Optional[int]:
     return rows - 1
 
 
-def add_in_model_steps(per_layer: Dict[str, Any], model: torch.nn.Module, x: torch.Tensor, *, runs: int = 50,
+def add_in_model_steps(per_layer: Dict[str, Any], opt: torch.nn.Module, x: torch.Tensor, *, runs: int = 50,
                        warmup: int = 3) -> bool:
-    """Adds mnv3ext's per-block times *inside* the whole optimized model to ``per_layer`` in place
-    (rows' ``in_model_us``, ``per_layer["in_model"]``): ``optimize(model)`` runs as one
+    """Adds mnv3ext's per-block times *inside* the whole optimized model ``opt`` (``optimize(m)``)
+    to ``per_layer`` in place (rows' ``in_model_us``, ``per_layer["in_model"]``): it runs as one
     ``sequential`` op whose steps are timed in C++ on every call, back to back, as ONNX Runtime's
     profiler times its nodes. Returns False (nothing added) when the optimized model is not one
     sequence of the features and head (LR-ASPP)."""
-    from .._program import FLATTEN, parse_program
     from .._sequence_ops import recording_step_times
     from ..nn.sequence import FusedSequence
 
-    optimize = _optimize_fn()
-    opt = optimize(model)
     seqs = [m for m in opt.modules() if isinstance(m, FusedSequence)]
     graph = getattr(opt, "graph", None)
     rows = per_layer["rows"]
     if len(seqs) != 1 or graph is None or sum(n.op.startswith("call") for n in graph.nodes) != 1:
         return False
-    steps = [_row_of_layer(name, len(rows)) for name in seqs[0].layers]
-    if None in steps or len(set(steps)) != len(rows):
+    program_rows = {j: _row_of_layer(name, len(rows)) for j, name in seqs[0].layer_steps().items()}
+    if None in program_rows.values() or len(set(program_rows.values())) != len(rows):
         return False
-    program_rows = {}  # program step index -> row: steps in program order, flattens excluded
-    layer = 0
-    for j, (kind, _) in enumerate(parse_program(seqs[0].program)):
-        if kind != FLATTEN:
-            program_rows[j] = steps[layer]
-            layer += 1
     with torch.inference_mode():
         for _ in range(warmup):
             opt(x)

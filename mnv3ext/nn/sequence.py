@@ -10,15 +10,14 @@ references pointing into the copied model.
 from __future__ import annotations
 
 import operator
-from typing import List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
 
 from .. import ops
-from .._checks import _check_inference
-from .._sequence_ops import plan_for, run_plan
-from .._program import STEP_NAMES, parse_program
+from .._sequence_ops import plan_for, run_checked
+from .._program import FLATTEN, STEP_NAMES, parse_program
 
 __all__ = ["FusedSequence"]
 
@@ -51,6 +50,13 @@ class FusedSequence(nn.Module):
         return state
 
     @torch.jit.unused
+    def layer_steps(self) -> Dict[int, str]:
+        """{program step index: the layer it stands for}, for the steps that run one (a flatten
+        does not); the indices are those of ``recording_step_times``' records."""
+        layers = iter(self.layers)
+        return {j: next(layers) for j, (kind, _) in enumerate(parse_program(self.program)) if kind != FLATTEN}
+
+    @torch.jit.unused
     def _weights(self) -> List[torch.Tensor]:
         return [m._buffers[name] for m, name in self._sources]
 
@@ -68,9 +74,7 @@ class FusedSequence(nn.Module):
                 or not all(map(operator.is_, weights, cached[1]))):
             entry = plan_for(x, weights, self.program)
             self._validated = cached = ((x.shape, x.stride(), x.dtype), weights, list(self.program), entry)
-        if x.requires_grad and torch.is_grad_enabled():
-            _check_inference(x)
-        return run_plan(cached[3], x, weights)
+        return run_checked(cached[3], x, weights)
 
     def forward(self, x: torch.Tensor, weights: Optional[List[torch.Tensor]] = None) -> torch.Tensor:
         if self.training:

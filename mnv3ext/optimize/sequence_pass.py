@@ -50,12 +50,12 @@ def _module_step(m: nn.Module) -> Optional[Tuple[List[int], Optional[str]]]:
 
 
 def _is_flatten_1(node: fx.Node) -> bool:
-    args = list(node.args[1:]) + list(node.kwargs.values())
-    if node.op == "call_function" and node.target is torch.flatten:
-        pass
-    elif not (node.op == "call_method" and node.target == "flatten"):
+    """torch.flatten(x, 1) / x.flatten(1) (end_dim -1 allowed), positionally or by keyword."""
+    flatten = ((node.op == "call_function" and node.target is torch.flatten)
+               or (node.op == "call_method" and node.target == "flatten"))
+    if not flatten or not set(node.kwargs) <= {"start_dim", "end_dim"}:
         return False
-    return args in ([1], [1, -1]) and (not node.kwargs or set(node.kwargs) <= {"start_dim", "end_dim"})
+    return list(node.args[1:]) + list(node.kwargs.values()) in ([1], [1, -1])
 
 
 def _step(gm: fx.GraphModule, node: fx.Node, previous_kind: Optional[int]):
