@@ -413,3 +413,22 @@ def test_fused_sequence_revalidates_when_the_input_layout_or_a_weight_changes():
         stem.packed_weight = stem.packed_weight * 2  # a new tensor: the sequence must read it
         assert torch.equal(o(xs[0]), mnv3ext.ops.sequential(xs[0], seq._weights(), seq.program))
         assert not torch.equal(o(xs[0]), before)
+
+
+def test_fused_sequence_validates_a_replaced_weight_of_another_layout():
+    """The module's reused plan holds for the weight tensors it validated: a packed weight replaced
+    by one of another size must raise naming it (not be read out of bounds), and a
+    non-contiguous replacement must be read as its values."""
+    _, m = list(_large_and_small())[1]
+    o = mnv3ext.optimize(m)
+    x = torch.randn(1, 3, 48, 48)
+    stem = o.get_submodule("features.0.0")
+    good = stem.packed_weight
+    with torch.no_grad():
+        expected = o(x)
+        stem.packed_weight = good[:-16].clone()
+        with pytest.raises(ValueError, match=r"weights\[0\]"):
+            o(x)
+        stem.packed_weight = torch.stack([good, torch.full_like(good, float("nan"))], 1)[:, 0]
+        assert not stem.packed_weight.is_contiguous()
+        assert torch.equal(o(x), expected)
