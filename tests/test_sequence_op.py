@@ -432,3 +432,47 @@ def test_fused_sequence_validates_a_replaced_weight_of_another_layout():
         stem.packed_weight = torch.stack([good, torch.full_like(good, float("nan"))], 1)[:, 0]
         assert not stem.packed_weight.is_contiguous()
         assert torch.equal(o(x), expected)
+
+
+def test_direct_call_path_keeps_module_call_semantics(monkeypatch):
+    """In plain eager mode an optimized classifier's call goes straight to its sequence's
+    validated plan (no Module.__call__ machinery); hooks, grad mode, an edited graph and an edited
+    program must still be honoured, and results equal the op's."""
+    _, m = list(_large_and_small())[1]
+    o = mnv3ext.optimize(m)
+    seq = o.get_submodule("mnv3ext_sequence")
+    x = torch.randn(1, 3, 48, 48)
+    expected = mnv3ext.ops.sequential(x, seq._weights(), seq.program)
+    forwards = []
+    real_forward = FusedSequence.forward
+    monkeypatch.setattr(FusedSequence, "forward", lambda self, *a, **k: forwards.append(1) or real_forward(self, *a, **k))
+    with torch.no_grad():
+        assert torch.equal(o(x), expected)
+        assert forwards, "the first call validates through forward"
+        forwards.clear()
+        assert torch.equal(o(x), expected) and not forwards, "a repeated plain call skips forward"
+        for module in (o, seq):
+            seen = []
+            pre = module.register_forward_pre_hook(lambda mod, args: seen.append("pre"))
+            post = module.register_forward_hook(lambda mod, args, out: seen.append("post") or out * 2)
+            assert torch.equal(o(x), expected * 2) and seen == ["pre", "post"], type(module).__name__
+            pre.remove()
+            post.remove()
+        glob = torch.nn.modules.module.register_module_forward_hook(lambda mod, args, out: None)
+        forwards.clear()
+        o(x)
+        assert forwards, "a global hook takes Module.__call__"
+        glob.remove()
+    with pytest.raises(RuntimeError, match="inference-only"):
+        o(x.clone().requires_grad_())
+    with torch.no_grad():
+        program = list(seq.program)
+        seq.program[-1] = mnv3ext.ops._CODES["relu"]  # the classifier's activation: the plan must follow
+        assert torch.equal(o(x), torch.relu(expected))
+        seq.program[:] = program
+        out = next(n for n in o.graph.nodes if n.op == "output")
+        with o.graph.inserting_before(out):
+            neg = o.graph.call_function(torch.neg, (out.args[0],))
+        out.args = (neg,)
+        o.recompile()
+        assert torch.equal(o(x), -expected)
