@@ -268,7 +268,7 @@ void run_gemm_case(const GemmCase& g, const std::vector<std::string>& isas, uint
 }
 
 std::vector<GemmCase> gemm_cases(bool quick) {
-  std::vector<int64_t> ms, ks, ns = {1, 15, 16, 17, 31, 32, 33, 48};
+  std::vector<int64_t> ms, ks, ns = {1, 15, 16, 17, 31, 32, 33, 48, 72, 80};  // 5 panels: pairs + the odd group
   for (int64_t m = 1; m <= 25; ++m) ms.push_back(m);
   for (int64_t m : {35, 36, 37, 47, 48, 49}) ms.push_back(m);
   for (int64_t k = 1; k <= 20; ++k) ks.push_back(k);

@@ -1,4 +1,5 @@
-// AVX-512 GEMM: 12 rows x 32 columns (2 panels) per microkernel, 24 zmm accumulators.
+// AVX-512 GEMM: 12 rows x 32 columns (2 panels) per microkernel, 24 zmm accumulators; the last
+// three panels of an odd count in 8 x 48 tiles (24 accumulators too).
 #include <algorithm>
 
 #include "kernels/simd_avx512.h"
@@ -6,6 +7,8 @@
 namespace mnv3ext::avx512 {
 namespace {
 constexpr int kGemmMR = 12;
+constexpr int kGemmOddMR = 8;
+constexpr int kGemmOddNP = 3;
 constexpr int kGemmNP = 2;
 }  // namespace
 

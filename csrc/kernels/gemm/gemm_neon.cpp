@@ -6,6 +6,8 @@
 namespace mnv3ext::neon {
 namespace {
 constexpr int kGemmMR = 6;
+constexpr int kGemmOddMR = 1;
+constexpr int kGemmOddNP = 0;
 constexpr int kGemmNP = 1;
 }  // namespace
 
