@@ -192,29 +192,39 @@ void conv2d_gemm(const ConvShape& s, const float* input, const int64_t in_stride
     g.a_offsets = koff;
     kernels.gemm_tiles(g, 0, pixels, 0, panels);
   };
-  // The input rows that output row r + kRowsAhead adds to its window, prefetched while row r
-  // runs. A model's stem finds its image out of cache on every call, and its reads (channels x
-  // kernel rows interleaved streams, strided) otherwise wait on memory latency one line at a
-  // time: in a whole MobileNetV3 the stem took 3-4x its time on a warm image.
-  constexpr int64_t kRowsAhead = 2;
+  // The input rows of the next kRowsPerRead output rows are read in one pass, line by line in
+  // address order, before their tiles run. A model's stem finds its image out of cache on every
+  // call, and the tiles' reads (channels x kernel rows of interleaved strided streams) otherwise
+  // wait on memory latency a line at a time; one sequential pass lets the hardware prefetcher
+  // stream them (a cold 224x224 stem: 240 -> 137 us at 1 thread).
+  constexpr int64_t kRowsPerRead = 16;
   const int64_t row_span = (s.in_w - 1) * sw;  // floats from a row's first pixel to its last
   // A row's channels either lie within each pixel (one contiguous extent) or in separate planes
-  // (one extent per channel); other stride orders are not prefetched.
+  // (one extent per channel); other stride orders are not read ahead.
   const bool interleaved = sw >= (C - 1) * sc + 1, planar = sc >= row_span + 1;
   const int64_t planes = interleaved ? 1 : C;
   const int64_t extent = interleaved ? row_span + (C - 1) * sc + 1 : row_span + 1;
-  auto prefetch_rows_of = [&](int64_t r) {
-    if (r >= rows || !(interleaved || planar)) return;
-    const float* image = input + (r / s.out_h) * sn;
-    const int64_t last = (r % s.out_h) * s.stride_h - s.pad_top + span_h;
-    for (int64_t iy = std::max<int64_t>(0, last - s.stride_h + 1); iy <= std::min(last, s.in_h - 1); ++iy)
-      for (int64_t c = 0; c < planes; ++c)
-        for (int64_t i = 0; i < extent; i += 16) __builtin_prefetch(image + iy * sh + c * sc + i, 0, 3);
+  auto read_rows_of = [&](int64_t r0, int64_t r1) {  // output rows [r0, r1) of one image
+    if (!(interleaved || planar) || r0 >= r1) return;
+    const float* image = input + (r0 / s.out_h) * sn;
+    const int64_t first = std::max<int64_t>(0, (r0 % s.out_h) * s.stride_h - s.pad_top);
+    const int64_t last = std::min(s.in_h - 1, ((r1 - 1) % s.out_h) * s.stride_h - s.pad_top + span_h);
+    float sums[4] = {0, 0, 0, 0};
+    for (int64_t c = 0; c < planes; ++c)
+      for (int64_t iy = first; iy <= last; ++iy) {
+        const float* row = image + iy * sh + c * sc;
+        for (int64_t i = 0; i < extent; i += 16) sums[(i >> 4) & 3] += row[i];
+      }
+    asm volatile("" : : "r"(sums) : "memory");  // the reads are the point, not the sums
   };
   auto body = [&](int64_t r0, int64_t r1) {
     float* col = im2col_buffer(s.out_w * k);
+    int64_t read_until = r0;  // the input of output rows before this one has been read
     for (int64_t r = r0; r < r1; ++r) {
-      prefetch_rows_of(r + kRowsAhead);
+      if (r >= read_until) {
+        read_until = std::min({r1, r + kRowsPerRead, (r / s.out_h + 1) * s.out_h});
+        read_rows_of(r, read_until);
+      }
       const int64_t n = r / s.out_h, oy = r % s.out_h;
       const float* image = input + n * sn;
       float* out = output + r * s.out_w * s.out_c;
