@@ -22,7 +22,6 @@ import torch
 import mnv3ext
 from mnv3ext import models, reference
 from mnv3ext.nn import FusedConv2d, FusedInvertedResidual, FusedLinear, FusedPointwiseConv2d, FusedSequence
-from mnv3ext._sequence_ops import recording_step_times
 
 OPS = torch.ops.mnv3ext
 ISAS = mnv3ext.available_isas()
@@ -477,29 +476,3 @@ def test_direct_call_path_keeps_module_call_semantics(monkeypatch):
         out.args = (neg,)
         o.recompile()
         assert torch.equal(o(x), -expected)
-
-
-@pytest.mark.parametrize("k, stride, residual", [(3, 1, True), (5, 1, True), (3, 2, False), (5, 2, False)])
-def test_stem_and_depthwise_block_fused_pass_is_bit_identical(k, stride, residual):
-    """A stem followed by a block without expand or SE runs as one banded pass (the stem's rows
-    computed as the block needs them). Wide images make many bands, so band edges, the rows kept
-    between bands, the halo each thread recomputes and the image boundary of a batch are all
-    crossed; the result must equal the layers one by one, bit for bit, on every ISA and thread
-    count, with the steps timed (run apart) or not."""
-    g = torch.Generator().manual_seed(k * 10 + stride)
-    c = 17
-    parts = [stem(g, 3, c), block(g, c, c, c if residual else 9, k=k, stride=stride, residual=residual,
-                                  expand=False, dw="relu"),
-             block(g, c if residual else 9, 32, 16, k=3)]
-    one_by_one, program, weights = chain(parts)
-    x = torch.randn(2, 3, 151, 301, generator=g)
-    for isa in ISAS:
-        for threads in (1, 2, 3):
-            with mnv3ext.use_isa(isa), _threads(threads), torch.no_grad():
-                expected = one_by_one(x)
-                got = mnv3ext.ops.sequential(x, weights, program)
-                with recording_step_times() as records:
-                    timed = mnv3ext.ops.sequential(x, weights, program)
-            label = f"[{isa}, {threads} threads]"
-            assert torch.equal(got, expected), f"{label} max diff {float((got - expected).abs().max())}"
-            assert torch.equal(timed, expected) and len(records) == 1 and len(records[0]) == 3, label

@@ -24,8 +24,6 @@ bool gemm_activation(Activation a) { return a >= Activation::kNone && a <= Activ
 // weights again, which costs more than a buffer partly spilled to L3 on the small-image blocks.
 constexpr int64_t kBandBytes = 384 * 1024;
 constexpr int64_t kWholeImageBytes = 768 * 1024;
-// Band buffers of a stem fused with the block after it (its rows are narrow: 16 channels).
-constexpr int64_t kFusedBandBytes = 128 * 1024;
 // Below this many multiply-adds per thread, waking a worker costs more than it saves.
 constexpr int64_t kMinMacsPerThread = 400000;
 
@@ -260,67 +258,6 @@ void inverted_residual(const BlockShape& b, const float* input, const float* pac
                      c.project_act};
     gemm(g, threads);
   }
-}
-
-bool can_fuse_conv_block(const ConvShape& conv, const BlockShape& b) {
-  const BlockConfig& c = b.config;
-  return !c.has_expand && c.se_squeeze == 0 && b.batch == conv.batch && b.in_h == conv.out_h &&
-         b.in_w == conv.out_w && c.in_c == conv.out_c;
-}
-
-void conv_then_block(const ConvShape& conv, const float* input, const int64_t in_strides[4],
-                     const float* conv_packed, const BlockShape& b, const float* block_packed,
-                     float* output, int threads) {
-  require(can_fuse_conv_block(conv, b), "block: does not read this convolution's output");
-  const BlockConfig& c = b.config;
-  if (b.batch == 0) return;
-  const BlockLayout lay = block_layout(c);
-  const int64_t H = b.in_h, W = b.in_w, OH = b.out_h, OW = b.out_w, C = c.in_c;
-  const ConvRows conv_rows(conv, input, in_strides, conv_packed);
-  // Output rows per band: its convolution rows and depthwise rows within kFusedBandBytes (L2).
-  const int64_t row_bytes = (int64_t(c.stride) * W + OW) * C * 4;
-  const int64_t band = std::max<int64_t>(1, std::min(OH, kFusedBandBytes / row_bytes));
-  auto body = [&](int64_t r0, int64_t r1) {  // block output rows over all images
-    const KernelTable& kernels = active_kernels();
-    Scratch& scratch = thread_buffers();
-    float* in_rows = grow(scratch.expanded, std::min(H, Geometry{b}.in_rows_per_band(band)) * W * C);
-    float* dw_band = grow(scratch.depthwise, band * OW * C);
-    for (int64_t r = r0; r < r1;) {
-      const int64_t n = r / OH, row_end = std::min(r1, (n + 1) * OH) - n * OH;
-      int64_t have_lo = 0, have_hi = -1;  // convolution rows [have_lo, have_hi] are in in_rows
-      for (int64_t oy0 = r - n * OH; oy0 < row_end; oy0 += band) {
-        const int64_t oy1 = std::min(row_end, oy0 + band);
-        const int64_t first = oy0 * c.stride - c.pad_top;
-        const int64_t last = (oy1 - 1) * c.stride - c.pad_top + int64_t(c.kernel_h - 1) * c.dilation;
-        const int64_t lo = std::max<int64_t>(0, first), hi = std::min(H - 1, last);
-        int64_t next = lo;  // first row still to compute
-        if (hi >= lo && have_hi >= lo && have_lo <= lo) {  // rows of the previous band: move them up
-          const int64_t keep = std::min(have_hi, hi) - lo + 1;
-          std::memmove(in_rows, in_rows + (lo - have_lo) * W * C, size_t(keep * W * C) * sizeof(float));
-          next = lo + keep;
-        }
-        if (next <= hi) conv_rows.run(n * H + next, n * H + hi + 1, in_rows + (next - lo) * W * C);
-        have_lo = lo;
-        have_hi = hi;
-        const DwConvShape s{1, C, std::max<int64_t>(0, hi - lo + 1), W, oy1 - oy0, OW, c.kernel_h, c.kernel_w,
-                            c.stride, c.stride, c.dilation, c.dilation, int(lo - first), c.pad_left, c.dw_act};
-        kernels.dwconv_nhwc_rows(s, in_rows, block_packed + lay.dw, dw_band, 0, oy1 - oy0);
-        const int64_t pixels = (oy1 - oy0) * OW;
-        // A residual block has stride 1 and the input's size: input row oy0 is row oy0 - lo here.
-        const GemmArgs g{pixels, C, c.out_c, dw_band, C, block_packed + lay.project,
-                         output + (n * OH + oy0) * OW * c.out_c, c.out_c,
-                         c.has_residual ? in_rows + (oy0 - lo) * W * C : nullptr, C, nullptr, 1,
-                         c.project_act};
-        kernels.gemm_tiles(g, 0, pixels, 0, gemm_panels(c.out_c));
-      }
-      r = (n * OH) + row_end;
-    }
-  };
-  const int64_t rows = b.batch * OH;
-  const int64_t macs_per_row = OW * C * (c.out_c + int64_t(c.kernel_h) * c.kernel_w) +
-                               int64_t(c.stride) * conv.out_w * conv.out_c * conv.in_c * conv.kernel_h * conv.kernel_w;
-  const int t = std::min(conv2d_threads(conv, threads), threads_for_work(threads, rows, rows * macs_per_row));
-  if (t == 1) body(0, rows); else parallel_for(rows, t, body);
 }
 
 }  // namespace mnv3ext

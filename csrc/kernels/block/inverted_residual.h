@@ -14,7 +14,6 @@
 #include <cstdint>
 
 #include "kernels/driver.h"
-#include "kernels/gemm/pointwise.h"
 #include "kernels/kernels.h"
 
 namespace mnv3ext {
@@ -53,17 +52,5 @@ BlockShape make_block_shape(const BlockConfig& config, int64_t batch, int64_t in
 // fc2 (E, S), b2 row-major; project: pack_gemm_weights).
 void inverted_residual(const BlockShape& shape, const float* input, const float* packed,
                        float* output, int threads);
-
-// Whether conv_then_block runs this pair: a block without expand or squeeze-excite (Large's
-// first block, a depthwise-separable block) reading the convolution's whole output.
-bool can_fuse_conv_block(const ConvShape& conv, const BlockShape& block);
-
-// A dense convolution (the stem, conv2d_gemm) and the block that reads its output in one pass
-// over bands of the block's output rows: the convolution's rows are computed into a per-thread
-// band buffer as the block's depthwise rows and residual need them, so its output never goes
-// to memory in full. Results identical to the two ops one after the other, for any threads.
-void conv_then_block(const ConvShape& conv, const float* input, const int64_t in_strides[4],
-                     const float* conv_packed, const BlockShape& block, const float* block_packed,
-                     float* output, int threads);
 
 }  // namespace mnv3ext

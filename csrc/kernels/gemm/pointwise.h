@@ -5,7 +5,6 @@
 #pragma once
 
 #include <cstdint>
-#include <vector>
 
 #include "kernels/kernels.h"
 
@@ -40,26 +39,6 @@ ConvShape make_conv_shape(int64_t batch, int64_t in_c, int64_t in_h, int64_t in_
 // weight in (out_c, kh, kw, in_c) order (NHWC taps: k = (ky * kw + kx) * in_c + c).
 void conv2d_gemm(const ConvShape& shape, const float* input, const int64_t in_strides[4],
                  const float* packed, float* output, int threads);
-
-// Threads conv2d_gemm wakes for `shape` (at most `threads`; none below a minimum of work each).
-int conv2d_threads(const ConvShape& shape, int threads);
-
-// The output rows of a conv2d_gemm one range at a time, on the calling thread (what each of its
-// threads runs): for a consumer that takes the rows as they come (a block fed by the stem).
-class ConvRows {
- public:
-  ConvRows(const ConvShape& shape, const float* input, const int64_t in_strides[4], const float* packed);
-  // Output rows [r0, r1) (r = image * out_h + y) into out, NHWC rows of out_w * out_c floats.
-  void run(int64_t r0, int64_t r1, float* out) const;
-
- private:
-  void read_ahead(int64_t r0, int64_t r1) const;
-  ConvShape s;
-  const float* input;
-  const float* packed;
-  int64_t k, sn, sc, sh, sw, span_h, ox_lo, ox_hi, read_planes, read_extent;
-  std::vector<int64_t> offsets;
-};
 
 // output[n, c] = mean over the hw pixels of image n, channel c.
 void global_avg_pool(int64_t batch, int64_t channels, int64_t hw, const float* input,

@@ -104,34 +104,24 @@ void run_sequence(const std::vector<SequenceStep>& steps, const float* input,
   const float* in = input;
   for (size_t i = 0; i < steps.size(); ++i) {
     const SequenceStep& s = steps[i];
+    float* out = i + 1 == steps.size() ? output : buffers[i % 2];
     const float* w = s.has_weight ? *weights++ : nullptr;
     const auto start = step_ns ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point();
-    // The stem and a block without expand or SE after it run as one pass (its output never
-    // written in full); while steps are timed, one after the other, so each has its own time.
-    const bool fuse = !step_ns && s.kind == SequenceStep::Kind::kConv && i + 1 < steps.size() &&
-                      steps[i + 1].kind == SequenceStep::Kind::kBlock &&
-                      can_fuse_conv_block(s.conv, steps[i + 1].block);
-    if (fuse) ++i;
-    float* out = i + 1 == steps.size() ? output : in == buffers[0] ? buffers[1] : buffers[0];
-    if (fuse) {
-      conv_then_block(s.conv, in, s.conv_strides, w, steps[i].block, *weights++, out, threads);
-    } else {
-      switch (s.kind) {
-        case SequenceStep::Kind::kConv: conv2d_gemm(s.conv, in, s.conv_strides, w, out, threads); break;
-        case SequenceStep::Kind::kBlock: inverted_residual(s.block, in, w, out, threads); break;
-        case SequenceStep::Kind::kGemm: {
-          GemmArgs g = s.gemm;
-          g.a = in;
-          g.packed = w;
-          g.c = out;
-          gemm(g, threads);
-          break;
-        }
-        case SequenceStep::Kind::kPool:
-          global_avg_pool(s.pool_batch, s.pool_channels, s.pool_hw, in, s.pool_channels_last, out,
-                          threads);
-          break;
+    switch (s.kind) {
+      case SequenceStep::Kind::kConv: conv2d_gemm(s.conv, in, s.conv_strides, w, out, threads); break;
+      case SequenceStep::Kind::kBlock: inverted_residual(s.block, in, w, out, threads); break;
+      case SequenceStep::Kind::kGemm: {
+        GemmArgs g = s.gemm;
+        g.a = in;
+        g.packed = w;
+        g.c = out;
+        gemm(g, threads);
+        break;
       }
+      case SequenceStep::Kind::kPool:
+        global_avg_pool(s.pool_batch, s.pool_channels, s.pool_hw, in, s.pool_channels_last, out,
+                        threads);
+        break;
     }
     if (step_ns)
       step_ns[i] = std::chrono::duration_cast<std::chrono::nanoseconds>(
