@@ -61,24 +61,22 @@ def main() -> None:
     x = torch.randn(1, 3, 224, 224)
     with torch.inference_mode():
         fast(x)
-        validated = seq._fast
-        if validated is None:
+        validated = seq._validated
+        if validated is None or not validated.plain:
             raise SystemExit("the model's sequence has no fast path for this input")
         inner, outer = [], []
-        entry = list(validated)
-        entry[4] = _TimedPlan(entry[4], inner)
-        seq._fast = tuple(entry)
+        seq._validated = validated._replace(entry=(_TimedPlan(validated.entry[0], inner),) + validated.entry[1:])
         for _ in range(args.calls):
             t0 = time.perf_counter()
             fast(x)
             outer.append(time.perf_counter() - t0)
-        seq._fast = validated
+        seq._validated = validated
         python_us = statistics.median(o - i for o, i in zip(outer, inner)) * 1e6
         print(f"MobileNetV3-{args.model}, batch 1, {args.threads} thread(s): median call "
               f"{statistics.median(outer) * 1e3:.3f} ms, of it Python {python_us:.1f} us")
 
         def sequence_path(on):
-            return lambda: setattr(seq, "_fast", validated if on else None)
+            return lambda: setattr(seq, "_validated", validated._replace(plain=on))
         m = _ab(lambda: fast(x), {"fast path": sequence_path(True), "Module path": sequence_path(False)},
                 args.blocks)
         print(f"sequence fast path: {m['fast path'] * 1e3:.3f} ms, Module path {m['Module path'] * 1e3:.3f} ms: "

@@ -431,7 +431,8 @@ def test_fused_sequence_validates_a_replaced_weight_of_another_layout():
             o(x)
         stem.packed_weight = torch.stack([good, torch.full_like(good, float("nan"))], 1)[:, 0]
         assert not stem.packed_weight.is_contiguous()
-        assert torch.equal(o(x), expected)
+        for _ in range(2):  # the second call reuses the validated plan, which must copy it again
+            assert torch.equal(o(x), expected)
 
 
 def test_direct_call_path_keeps_module_call_semantics(monkeypatch):

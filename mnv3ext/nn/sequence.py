@@ -10,7 +10,7 @@ references pointing into the copied model.
 from __future__ import annotations
 
 import operator
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -41,6 +41,21 @@ def no_module_hooks(m: nn.Module) -> bool:
                 or m._compiled_call_impl is not None or "forward" in m.__dict__)
 
 
+class _Validated(NamedTuple):
+    """The last call's validated plan, reused while input layout, program and weight tensors are
+    the same. ``plain``: the call takes the op's plain route (float32, no input conversion or
+    weight copies, an NHWC result, a non-empty batch), which ``__call__`` runs itself."""
+    shape: torch.Size
+    stride: Tuple[int, ...]
+    dtype: torch.dtype
+    weights: List[torch.Tensor]  # held, so their identity cannot be reused
+    program: List[int]
+    entry: Any  # plan_for's entry
+    buffers: List[Dict[str, torch.Tensor]]  # the source modules' buffer dicts (torch never replaces one)
+    names: List[str]
+    plain: bool
+
+
 @torch.jit.unused
 def _sequential(x: torch.Tensor, weights: List[torch.Tensor], program: List[int]) -> torch.Tensor:
     return ops.sequential(x, weights, program)
@@ -52,7 +67,7 @@ class FusedSequence(nn.Module):
     ``sources``: (module, packed-weight buffer name) per step that takes a weight, read when
     ``weights`` is not given."""
 
-    __jit_ignored_attributes__ = ["_sources", "_validated", "_fast"]
+    __jit_ignored_attributes__ = ["_sources", "_validated"]
 
     def __init__(self, program: List[int], layers: List[str],
                  sources: Sequence[Tuple[nn.Module, str]] = ()):
@@ -61,33 +76,31 @@ class FusedSequence(nn.Module):
         self.program: List[int] = [int(v) for v in program]
         self.layers: List[str] = list(layers)
         self._sources = [(m, str(name)) for m, name in sources]
-        self._validated = None  # (input layout, weight tensors, program, plan entry) of the last call
-        self._fast = None  # what __call__ needs to repeat the validated call (_fast_entry)
+        self._validated = None  # _Validated: the last call's plan
 
     def __getstate__(self):  # deepcopy / pickle: the validated plan is rebuilt on first use
         state = self.__dict__.copy()
         state["_validated"] = None
-        state["_fast"] = None
         return state
 
     def __call__(self, *args, **kwargs):
         # The whole model's one Python call per inference, right after kernels that evicted the
         # interpreter's data from the caches: every Python frame and object touched costs
         # (~10-15 us a frame). In plain eager mode, with no hooks, this is Module.__call__ ->
-        # forward -> the op in one frame, on the plan validated for these very weight tensors
-        # (held, so their identity cannot be reused), this input layout and this program.
-        fast = self._fast
-        if (fast is not None and len(args) == 1 and not kwargs and not self.training
+        # forward -> the op in one frame, on the last call's validated plan.
+        v = self._validated
+        if (v is not None and v.plain and len(args) == 1 and not kwargs and not self.training
                 and ops._unobserved() and no_module_hooks(self)):
             x = args[0]
-            if (type(x) is _Tensor and x.is_cpu and not x.is_neg() and x.shape == fast[0]
-                    and x.stride() == fast[1] and x.dtype is torch.float32 and fast[3] == self.program
+            if (type(x) is _Tensor and x.is_cpu and not x.is_neg() and x.shape == v.shape
+                    and x.stride() == v.stride and x.dtype is v.dtype and v.program == self.program
                     and _sequence_ops._recording is None):
-                weights = list(map(_getitem, fast[7], fast[8]))
-                if all(map(_is, weights, fast[2])) and not (
+                weights = list(map(_getitem, v.buffers, v.names))
+                if all(map(_is, weights, v.weights)) and not (
                         _grad_enabled() and (x.requires_grad or any(map(_requires_grad, weights)))):
-                    out = x.new_empty_strided(fast[5], fast[6])
-                    fast[4].run(x.data_ptr(), list(map(_data_ptr, weights)), out.data_ptr(), _num_threads(), 0)
+                    plan, size, dense = v.entry[:3]
+                    out = x.new_empty_strided(size, dense)
+                    plan.run(x.data_ptr(), list(map(_data_ptr, weights)), out.data_ptr(), _num_threads(), 0)
                     return out
         return super().__call__(*args, **kwargs)
 
@@ -111,26 +124,22 @@ class FusedSequence(nn.Module):
         weights = self._weights()
         if not (ops._unobserved() and ops._plain(x)):
             return ops.sequential(x, weights, self.program)
-        cached = self._validated
-        if (cached is None or cached[0] != (x.shape, x.stride(), x.dtype) or cached[2] != self.program
-                or not all(map(operator.is_, weights, cached[1]))):
-            entry = plan_for(x, weights, self.program)
-            self._validated = cached = ((x.shape, x.stride(), x.dtype), weights, list(self.program), entry)
-            self._fast = self._fast_entry(x, weights, entry)
-        return run_checked(cached[3], x, weights)
+        v = self._validated
+        if (v is None or (v.shape, v.stride, v.dtype) != (x.shape, x.stride(), x.dtype) or v.program != self.program
+                or not all(map(operator.is_, weights, v.weights))):
+            v = self._validate(x, weights)
+        return run_checked(v.entry, x, weights)
 
     @torch.jit.unused
-    def _fast_entry(self, x: torch.Tensor, weights: List[torch.Tensor], entry):
-        """What ``__call__`` needs to run this validated call again without ``run_checked``: only
-        for float32 calls that take the plain route (no input conversion, weight copies, NCHW
-        result or empty batch)."""
-        plan, size, dense, strides, convert, copy_weights, _ = entry
-        if (x.dtype != torch.float32 or copy_weights or strides != dense or not size[0]
-                or (convert is not None and not x.is_contiguous(memory_format=convert))):
-            return None
-        # The modules' buffer dicts themselves: torch never replaces a module's _buffers.
-        return (x.shape, x.stride(), weights, list(self.program), plan, size, dense,
-                [m._buffers for m, _ in self._sources], [name for _, name in self._sources])
+    def _validate(self, x: torch.Tensor, weights: List[torch.Tensor]) -> _Validated:
+        entry = plan_for(x, weights, self.program)
+        _, size, dense, strides, convert, copy_weights, _ = entry
+        plain = (x.dtype == torch.float32 and not copy_weights and strides == dense and bool(size[0])
+                 and (convert is None or x.is_contiguous(memory_format=convert)))
+        self._validated = v = _Validated(x.shape, x.stride(), x.dtype, weights, list(self.program), entry,
+                                         [m._buffers for m, _ in self._sources],
+                                         [name for _, name in self._sources], plain)
+        return v
 
     def forward(self, x: torch.Tensor, weights: Optional[List[torch.Tensor]] = None) -> torch.Tensor:
         if self.training:
