@@ -6,14 +6,19 @@
 //   copy    std::memcpy of the same two buffers (glibc: `rep movsb`, which can write whole
 //           lines without reading them in; what the op table's roofline copy does);
 // each warm (repeated on hot buffers) and cold (after an 8 MiB sweep that evicts L2).
-// Bytes counted: read = size, write = size, kernel and copy = 2 x size. x86 (AVX-512) only.
+// Bytes counted: read = size, write = size, kernel and copy = 2 x size. Then the read rate of
+// 10 MiB (a classifier's weights, from L3) and 64 MiB (from memory) on one thread and split over
+// two (a worker that polls, so no thread start is timed): the ceiling of a memory-bound layer's
+// 2-thread speed-up. x86 (AVX-512) only.
 #include <immintrin.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <thread>
 #include <vector>
 
 namespace {
@@ -60,6 +65,37 @@ double median_us(F&& f, bool cold, std::vector<float>& sweep, int reps) {
   return t[t.size() / 2];
 }
 
+// One core reads [0, n/2) while a polling worker reads [n/2, n); microseconds per round.
+double median_us_two_threads(const float* a, size_t n, int reps) {
+  std::atomic<int> round{0}, done{0};
+  std::atomic<bool> stop{false};
+  volatile float worker_sink = 0;
+  std::thread worker([&] {
+    int seen = 0;
+    while (!stop.load()) {
+      if (round.load(std::memory_order_acquire) == seen) continue;
+      ++seen;
+      worker_sink = worker_sink + read_all(a + n / 2, n / 2);
+      done.store(seen, std::memory_order_release);
+    }
+  });
+  volatile float sink = 0;
+  std::vector<double> t;
+  for (int i = 0; i < reps + 3; ++i) {
+    const auto t0 = std::chrono::steady_clock::now();
+    round.store(i + 1, std::memory_order_release);
+    sink = sink + read_all(a, n / 2);
+    while (done.load(std::memory_order_acquire) != i + 1) {
+    }
+    const auto t1 = std::chrono::steady_clock::now();
+    if (i >= 3) t.push_back(std::chrono::duration<double, std::micro>(t1 - t0).count());
+  }
+  stop = true;
+  worker.join();
+  std::nth_element(t.begin(), t.begin() + t.size() / 2, t.end());
+  return t[t.size() / 2];
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -82,5 +118,15 @@ int main(int argc, char** argv) {
     }
     std::free(a);
     std::free(b);
+  }
+  std::printf("\n%-9s %10s %10s %8s   (read, GB/s)\n", "size", "1 thread", "2 threads", "ratio");
+  for (size_t mib : {10, 64}) {
+    const size_t n = mib << 18;
+    float* a = aligned_floats(n);
+    const double one = median_us([&] { sink = sink + read_all(a, n); }, false, sweep, reps);
+    const double two = median_us_two_threads(a, n, reps);
+    const double bytes = double(n) * sizeof(float);
+    std::printf("%5zu MiB %10.1f %10.1f %8.2f\n", mib, bytes / one / 1e3, bytes / two / 1e3, one / two);
+    std::free(a);
   }
 }

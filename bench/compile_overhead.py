@@ -1,0 +1,90 @@
+"""What ``torch.compile(optimize(m))`` adds around the one op it calls, with the kernels taken out
+so only the call path is timed.
+
+The sequence's C++ run is replaced by stubs (the compiled path's returns a ready output). Then,
+warm (back to back) and cold (after a 64 MiB sweep, as a call finds the caches after the model's
+own kernels), the median microseconds of: the eager model's call, the compiled model's Dynamo
+guard check alone, the compiled model's call, and the op through ``torch.ops.mnv3ext.sequential``.
+
+    python bench/compile_overhead.py --model large
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+from torch._dynamo.eval_frame import _debug_get_cache_entry_list
+
+import mnv3ext
+from mnv3ext import _sequence_ops
+from mnv3ext.bench.models import build_model
+
+
+class _NoRun:
+    """Stands in for the sequence's C++ plan on the eager fast path: runs nothing."""
+
+    def run(self, *args):
+        pass
+
+
+def _median_us(call, sweep, rounds):
+    times = []
+    for _ in range(rounds):
+        if sweep is not None:
+            sweep.add_(1.0)
+        t0 = time.perf_counter_ns()
+        call()
+        times.append(time.perf_counter_ns() - t0)
+    return statistics.median(times) / 1e3
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--model", choices=("large", "small"), default="large")
+    p.add_argument("--rounds", type=int, default=200)
+    args = p.parse_args()
+    torch.set_num_threads(1)
+    torch.set_grad_enabled(False)
+    model = mnv3ext.optimize(build_model(args.model).eval())
+    compiled = torch.compile(model)
+    x = torch.randn(1, 3, 224, 224)
+    out = model(x)
+    for _ in range(3):
+        compiled(x)
+    entries = _debug_get_cache_entry_list(type(model).__call__.__code__)
+    if len(entries) != 1:
+        raise SystemExit(f"expected one compiled entry for the model's call, found {len(entries)}")
+    guards = entries[0].guard_manager
+    frame = {"self": model, "args": (x,), "kwargs": {}, "cls": type(model)}
+    info = guards.check_verbose(frame)
+    if not info.result:
+        raise SystemExit(f"the guards reject the model's own call: {info.verbose_code_parts}")
+    sequence = model.get_submodule("mnv3ext_sequence")
+    weights, program = sequence._weights(), sequence.program
+    op = torch.ops.mnv3ext.sequential.default
+    real = _sequence_ops.run_checked
+    _sequence_ops.run_checked = lambda entry, input, weights: out  # the kernels out of the way
+    validated = sequence._validated
+    if validated is None or not validated.plain:
+        raise SystemExit("the model's sequence has no eager fast path for this input")
+    sequence._validated = validated._replace(entry=(_NoRun(),) + validated.entry[1:])
+    try:
+        sweep = torch.empty(16 << 20)
+        print(f"MobileNetV3-{args.model}: {info.num_guards_executed} guards; median µs over {args.rounds} calls")
+        print("| path | warm | cold |\n|---|---|---|")
+        for name, call in (("optimize(m)(x)", lambda: model(x)),
+                           ("Dynamo's guard check", lambda: guards.check(frame)),
+                           ("torch.compile(optimize(m))(x)", lambda: compiled(x)),
+                           ("torch.ops.mnv3ext.sequential", lambda: op(x, weights, program))):
+            warm = _median_us(call, None, args.rounds)
+            cold = _median_us(call, sweep, args.rounds)
+            print(f"| {name} | {warm:.1f} | {cold:.1f} |")
+    finally:
+        _sequence_ops.run_checked = real
+        sequence._validated = validated
+
+
+if __name__ == "__main__":
+    main()
