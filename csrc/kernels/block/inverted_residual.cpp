@@ -63,14 +63,20 @@ struct Geometry {
   }
 };
 
-// The 1x1 expand (+ bias + activation) of input rows [row, row + rows) of `image` (NHWC) into
-// `out` (rows x W x exp_c).
-void expand_rows(const BlockShape& b, const BlockLayout& lay, const float* image, const float* packed,
-                 int64_t row, int64_t rows, float* out) {
+// The 1x1 expand (+ bias + activation) of input pixels [pixel, pixel + pixels) of `image`
+// (NHWC) into `out` (pixels x exp_c).
+void expand_pixels(const BlockShape& b, const BlockLayout& lay, const float* image, const float* packed,
+                   int64_t pixel, int64_t pixels, float* out) {
   const BlockConfig& c = b.config;
-  const GemmArgs g{rows * b.in_w, c.in_c, c.exp_c, image + row * b.in_w * c.in_c, c.in_c, packed + lay.expand,
+  const GemmArgs g{pixels, c.in_c, c.exp_c, image + pixel * c.in_c, c.in_c, packed + lay.expand,
                    out, c.exp_c, nullptr, 0, nullptr, 1, c.expand_act};
   active_kernels().gemm_tiles(g, 0, g.m, 0, gemm_panels(c.exp_c));
+}
+
+// The same for input rows [row, row + rows) into `out` (rows x W x exp_c).
+void expand_rows(const BlockShape& b, const BlockLayout& lay, const float* image, const float* packed,
+                 int64_t row, int64_t rows, float* out) {
+  expand_pixels(b, lay, image, packed, row * b.in_w, rows * b.in_w, out);
 }
 
 // Threads worth waking for `tasks` tasks of `macs` multiply-adds in all: at most `threads`, at
@@ -227,21 +233,22 @@ void inverted_residual(const BlockShape& b, const float* input, const float* pac
   const int t = threads_for(OH);
   // Split over threads, bands of a small image would each expand their kernel-height halo again
   // (a 7x7 image in two bands with a 5x5 kernel: 11 expanded rows for 7). When the whole image
-  // is one band anyway, its expanded rows are computed once, split over the threads, into a
-  // shared buffer, and the depthwise rows read it.
+  // is one band anyway, its expanded pixels are computed once, split over the threads (by
+  // pixels: 7 rows split 4 + 3 left one thread idle for a seventh of the expand), into a shared
+  // buffer, and the depthwise rows read it.
   const bool expand_first = c.has_expand && t > 1 && Geometry{b}.band_rows() == OH;
   const int64_t H = b.in_h, W = b.in_w, E = c.exp_c;
   float* expanded = expand_first ? grow(expanded_buffer, H * W * E) : nullptr;
-  const int expand_threads = threads_for_work(threads, H, H * W * c.in_c * E);
+  const int expand_threads = threads_for_work(threads, H * W, H * W * c.in_c * E);
   const DwConvShape whole{1, E, H, W, OH, OW, c.kernel_h, c.kernel_w, c.stride, c.stride,
                           c.dilation, c.dilation, c.pad_top, c.pad_left, c.dw_act};
   for (int64_t n = 0; n < b.batch; ++n) {
     if (expand_first) {
       const float* image = input + n * H * W * c.in_c;
-      auto expand = [&](int64_t r0, int64_t r1) {
-        expand_rows(b, lay, image, packed, r0, r1 - r0, expanded + r0 * W * E);
+      auto expand = [&](int64_t p0, int64_t p1) {
+        expand_pixels(b, lay, image, packed, p0, p1 - p0, expanded + p0 * E);
       };
-      if (expand_threads == 1) expand(0, H); else parallel_for(H, expand_threads, expand);
+      if (expand_threads == 1) expand(0, H * W); else parallel_for(H * W, expand_threads, expand);
       parallel_for(OH, t, [&](int64_t r0, int64_t r1) {
         active_kernels().dwconv_nhwc_rows(whole, expanded, packed + lay.dw, dw_image, r0, r1);
       });
