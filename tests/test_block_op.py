@@ -361,6 +361,11 @@ def _cases():
     cases.append(("bands-dil3-k7-asym", spec(16, 64, 17, k=7, dilation=3, pads=[8, 9, 10, 9]), (1, 61, 50)))
     cases.append(("bands-noexpand", spec(64, 64, 32, k=3, expand=None), (1, 80, 80)))
     cases.append(("bands-noexpand-s2", spec(72, 72, 24, k=5, stride=2, expand=None), (1, 120, 117)))
+    # SE blocks whose whole image is one band, large enough that 2 threads split their expand (by
+    # pixels: 49 = 24 + 25, 182 = 91 + 91) and their depthwise rows: Large's 7x7 and 14x14 SE
+    # blocks, scaled down.
+    cases.append(("whole-7x7-se", spec(64, 320, 64, k=5, se=80, residual=True), (2, 7, 7)))
+    cases.append(("whole-14x13-se-s2", spec(48, 288, 56, k=5, stride=2, se=72), (1, 14, 13)))
     return cases
 
 
@@ -456,7 +461,8 @@ def test_memory_formats_and_strided_inputs(case, layout):
         assert torch.equal(a, b), f"[{isa}] {layout} input gives other values than its contiguous copy"
 
 
-@pytest.mark.parametrize("case", BAND_CASES + [c for c in CASES if c[0] in ("batch3-se", "act1", "act6")],
+@pytest.mark.parametrize("case", BAND_CASES + [c for c in CASES if c[0] in ("batch3-se", "act1", "act6")
+                                                 or c[0].startswith("whole-")],
                          ids=lambda c: c[0])
 def test_one_and_two_threads_bit_identical(case):
     s, x, weights = _build(case, seed=11)
