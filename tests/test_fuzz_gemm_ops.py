@@ -19,7 +19,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from hypothesis import event, given, note, settings
+from hypothesis import event, example, given, note, settings
 from hypothesis import strategies as st
 
 import mnv3ext
@@ -80,7 +80,18 @@ def pointwise_cases(draw):
     )
 
 
+# Found by the fuzzer: a denormal input gated to 0 in float32 meets an infinite weight (0 * Inf =
+# NaN), where float64 keeps the product nonzero (+-Inf).
+_GATE_UNDERFLOW = {
+    'n': 1, 'cin': 19, 'cout': 11, 'h': 1, 'w': 4, 'act': 'none', 'layout': 'nchw', 'perm': [0, 1, 2, 3],
+    'bias': 'none', 'residual': 'none', 'scale': 'dense', 'weight_form': '4d', 'packed': 'no',
+    'x_values': {'scale': 1.0, 'special_fraction': 0.01, 'specials': [-1e-45], 'zero': True},
+    'w_values': {'scale': 1.0, 'special_fraction': 0.01, 'specials': [float("inf")], 'zero': True},
+    'b_values': {'scale': 1.0, 'special_fraction': 0.0, 'specials': [0.0], 'zero': False}, 'seed': 2, 'threads': 1}
+
+
 @examples("pointwise")
+@example(case=_GATE_UNDERFLOW)
 @given(case=pointwise_cases())
 def test_fuzz_pointwise_conv2d(case):
     note(repr(case))
@@ -118,6 +129,12 @@ def test_fuzz_pointwise_conv2d(case):
         # float32 x * s may overflow where float64 does not
         excluded = excluded | ((finite_abs(x) * finite_abs(scale)[:, :, None, None]).amax(1, keepdim=True)
                                > OVERFLOW_BOUND)
+        # ... and may underflow to zero where float64 does not: against a non-finite weight that
+        # is 0 * Inf = NaN in float32 and +-Inf in float64
+        gated = x * scale[:, :, None, None]
+        underflow = ((gated == 0) & (d[0] * d[4][:, :, None, None] != 0)).float()
+        nonfinite_w = (~torch.isfinite(weight.reshape(cout, cin, 1, 1))).float()
+        excluded = excluded | (F.conv2d(underflow, nonfinite_w) > 0)
     if residual is not None:
         excluded = excluded | (finite_abs(residual) > OVERFLOW_BOUND)
     # Non-finite weights meet zero inputs: 0 * Inf = NaN in both, kept. Nothing is padding here.
