@@ -16,7 +16,9 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <initializer_list>
 #include <random>
+#include <utility>
 #include <vector>
 
 #include "kernels/dispatch.h"
@@ -37,6 +39,38 @@ std::vector<float> random_floats(size_t n, std::mt19937& rng) {
   std::vector<float> v(n);
   for (float& x : v) x = u(rng);
   return v;
+}
+
+using Buffers = std::initializer_list<const std::vector<float>*>;
+
+// Reads and writes every line of `sweep` (a memset of this size bypasses the caches: nothing
+// would be evicted), then reads every line of `keep`: the data a layer finds warm in a model.
+void evict_caches(std::vector<char>& sweep, Buffers keep = {}) {
+  for (size_t i = 0; i < sweep.size(); i += 64) sweep[i] = char(sweep[i] + 1);
+  volatile float sink = 0;
+  for (const std::vector<float>* v : keep)
+    for (size_t i = 0; i < v->size(); i += 16) sink = sink + (*v)[i];
+}
+
+double median(std::vector<double> t) {
+  std::sort(t.begin(), t.end());
+  return t[t.size() / 2];
+}
+
+// Median seconds of `call` right after evict_caches(sweep, keep), and right after that call.
+template <class Call>
+std::pair<double, double> cold_and_warm(int repetitions, std::vector<char>& sweep, Buffers keep, Call call) {
+  std::vector<double> cold, warm;
+  for (int r = 0; r < repetitions; ++r) {
+    evict_caches(sweep, keep);
+    auto t0 = std::chrono::steady_clock::now();
+    call();
+    cold.push_back(seconds_since(t0));
+    t0 = std::chrono::steady_clock::now();
+    call();
+    warm.push_back(seconds_since(t0));
+  }
+  return {median(cold), median(warm)};
 }
 
 void bench_gemm(int repetitions, bool cold_weights) {
@@ -65,11 +99,7 @@ void bench_gemm(int repetitions, bool cold_weights) {
                      nullptr, 0, nullptr, 1, Activation::kHardswish};
     std::vector<double> t(static_cast<size_t>(repetitions));
     for (double& x : t) {
-      if (cold_weights) {  // the weights out of the caches, the rows warm: as in a model
-        for (size_t i = 0; i < sweep.size(); i += 64) sweep[i] = char(sweep[i] + 1);
-        volatile float sink = 0;
-        for (size_t i = 0; i < a.size(); i += 16) sink = sink + a[i];
-      }
+      if (cold_weights) evict_caches(sweep, {&a});  // the weights out of the caches, the rows warm
       const auto t0 = std::chrono::steady_clock::now();
       active_kernels().gemm_tiles(g, 0, s.m, 0, gemm_panels(s.n));
       x = seconds_since(t0);
@@ -90,21 +120,11 @@ void bench_stem(int repetitions) {
   const int64_t strides[4] = {3 * 224 * 224, 224 * 224, 224, 1};
   std::vector<char> sweep(64 << 20);
   for (int threads : {1, 2}) {
-    std::vector<double> cold, warm;
-    for (int r = 0; r < repetitions; ++r) {
-      // Read and write every line (a memset of this size bypasses the caches: nothing evicted).
-      for (size_t i = 0; i < sweep.size(); i += 64) sweep[i] = char(sweep[i] + 1);
-      auto t0 = std::chrono::steady_clock::now();
+    const auto [cold, warm] = cold_and_warm(repetitions, sweep, {}, [&] {
       conv2d_gemm(s, image.data(), strides, packed.data(), out.data(), threads);
-      cold.push_back(seconds_since(t0));
-      t0 = std::chrono::steady_clock::now();
-      conv2d_gemm(s, image.data(), strides, packed.data(), out.data(), threads);
-      warm.push_back(seconds_since(t0));
-    }
-    std::sort(cold.begin(), cold.end());
-    std::sort(warm.begin(), warm.end());
-    std::printf("stem 224x224, %d thread(s): cold %.1f us, warm %.1f us (medians)\n", threads,
-                cold[cold.size() / 2] * 1e6, warm[warm.size() / 2] * 1e6);
+    });
+    std::printf("stem 224x224, %d thread(s): cold %.1f us, warm %.1f us (medians)\n", threads, cold * 1e6,
+                warm * 1e6);
   }
 }
 
@@ -119,27 +139,15 @@ void bench_se(int repetitions) {
                              b2 = random_floats(size_t(sh.c), rng);
     std::vector<float> gates(size_t(sh.c));
     const SeShape se{1, sh.c, sh.hw, sh.s, Activation::kRelu, Activation::kHardsigmoid};
-    std::vector<double> cold, warm;
-    for (int r = 0; r < repetitions; ++r) {
-      for (size_t i = 0; i < sweep.size(); i += 64) sweep[i] = char(sweep[i] + 1);
-      volatile float sink = 0;
-      for (size_t i = 0; i < x.size(); i += 16) sink = sink + x[i];
-      auto t0 = std::chrono::steady_clock::now();
+    const auto [cold, warm] = cold_and_warm(repetitions, sweep, {&x}, [&] {
       se_gates(se, x.data(), w1.data(), b1.data(), w2.data(), b2.data(), gates.data(), true, 1);
-      cold.push_back(seconds_since(t0));
-      t0 = std::chrono::steady_clock::now();
-      se_gates(se, x.data(), w1.data(), b1.data(), w2.data(), b2.data(), gates.data(), true, 1);
-      warm.push_back(seconds_since(t0));
-    }
-    std::sort(cold.begin(), cold.end());
-    std::sort(warm.begin(), warm.end());
+    });
     std::printf("se gates %s (C %lld, HW %lld, S %lld): cold weights %.1f us, warm %.1f us (medians)\n", sh.layer,
-                (long long)sh.c, (long long)sh.hw, (long long)sh.s, cold[cold.size() / 2] * 1e6,
-                warm[warm.size() / 2] * 1e6);
+                (long long)sh.c, (long long)sh.hw, (long long)sh.s, cold * 1e6, warm * 1e6);
   }
 }
 
-// Large's blocks 12-15 and 1, whole, on 1 thread: cold weights (input warm) and warm.
+// Large's blocks 1 and 12-14, whole, on 1 thread: cold weights (input and output warm) and warm.
 void bench_blocks(int repetitions) {
   struct Named { BlockConfig c; int64_t hw; const char* layer; };
   const Activation HS = Activation::kHardswish, RE = Activation::kRelu, NO = Activation::kNone,
@@ -157,23 +165,11 @@ void bench_blocks(int repetitions) {
     for (float& w : packed) w *= 0.1f;
     const std::vector<float> x = random_floats(size_t(nb.hw * nb.hw * nb.c.in_c), rng);
     std::vector<float> out(size_t(b.out_h * b.out_w * nb.c.out_c));
-    std::vector<double> cold, warm;
-    for (int r = 0; r < repetitions; ++r) {
-      for (size_t i = 0; i < sweep.size(); i += 64) sweep[i] = char(sweep[i] + 1);
-      volatile float sink = 0;
-      for (size_t i = 0; i < x.size(); i += 16) sink = sink + x[i];
-      for (size_t i = 0; i < out.size(); i += 16) out[i] = 0;
-      auto t0 = std::chrono::steady_clock::now();
+    const auto [cold, warm] = cold_and_warm(repetitions, sweep, {&x, &out}, [&] {
       inverted_residual(b, x.data(), packed.data(), out.data(), 1);
-      cold.push_back(seconds_since(t0));
-      t0 = std::chrono::steady_clock::now();
-      inverted_residual(b, x.data(), packed.data(), out.data(), 1);
-      warm.push_back(seconds_since(t0));
-    }
-    std::sort(cold.begin(), cold.end());
-    std::sort(warm.begin(), warm.end());
+    });
     std::printf("block %s (%.2f MB weights): cold weights %.1f us, warm %.1f us (medians)\n", nb.layer,
-                double(packed.size()) * 4e-6, cold[cold.size() / 2] * 1e6, warm[warm.size() / 2] * 1e6);
+                double(packed.size()) * 4e-6, cold * 1e6, warm * 1e6);
   }
 }
 
