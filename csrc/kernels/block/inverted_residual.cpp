@@ -73,12 +73,6 @@ void expand_pixels(const BlockShape& b, const BlockLayout& lay, const float* ima
   active_kernels().gemm_tiles(g, 0, g.m, 0, gemm_panels(c.exp_c));
 }
 
-// The same for input rows [row, row + rows) into `out` (rows x W x exp_c).
-void expand_rows(const BlockShape& b, const BlockLayout& lay, const float* image, const float* packed,
-                 int64_t row, int64_t rows, float* out) {
-  expand_pixels(b, lay, image, packed, row * b.in_w, rows * b.in_w, out);
-}
-
 // Threads worth waking for `tasks` tasks of `macs` multiply-adds in all: at most `threads`, at
 // most one per task, and none with fewer than kMinMacsPerThread.
 int threads_for_work(int threads, int64_t tasks, int64_t macs) {
@@ -112,7 +106,8 @@ void run_rows(const BlockShape& b, const BlockLayout& lay, const float* input, c
         std::memmove(expanded, expanded + (lo - have_lo) * W * E, size_t(keep * W * E) * sizeof(float));
         next = lo + keep;
       }
-      if (next <= hi) expand_rows(b, lay, image, packed, next, hi - next + 1, expanded + (next - lo) * W * E);
+      if (next <= hi)
+        expand_pixels(b, lay, image, packed, next * W, (hi - next + 1) * W, expanded + (next - lo) * W * E);
       have_lo = lo;
       have_hi = hi;
       dw_in = expanded;
