@@ -7,7 +7,7 @@
 // gemm-cold: the same with the weights and output out of the caches before each call (a 64 MiB
 //   sweep, then the rows read again), as a model's layer finds them.
 // se: the squeeze-excite gate (pool + two FCs) of Large's widest SE blocks, cold weights and warm.
-// blocks: whole inverted-residual blocks of Large (ir1, ir12-14) on one thread, cold and warm.
+// blocks: whole inverted-residual blocks of Large (ir1-ir3, ir12-14) on one thread, cold and warm.
 // stem: conv2d_gemm of the 224x224 stem (3 -> 16, 3x3 stride 2, NCHW in, NHWC out) on 1 and 2
 //   threads, median microseconds on a cold image (a 64 MiB sweep first, as a model's stem finds
 //   it) and right after on a warm one.
@@ -147,13 +147,15 @@ void bench_se(int repetitions) {
   }
 }
 
-// Large's blocks 1 and 12-14, whole, on 1 thread: cold weights (input and output warm) and warm.
+// Large's blocks 1-3 and 12-14, whole, on 1 thread: cold weights (input and output warm) and warm.
 void bench_blocks(int repetitions) {
   struct Named { BlockConfig c; int64_t hw; const char* layer; };
   const Activation HS = Activation::kHardswish, RE = Activation::kRelu, NO = Activation::kNone,
                    HSIG = Activation::kHardsigmoid;
   const Named blocks[] = {
       {{16, 16, 16, 3, 3, 1, 1, 1, 1, 1, 1, false, RE, RE, 0, RE, HSIG, true, NO}, 112, "large.ir1"},
+      {{16, 64, 24, 3, 3, 2, 1, 1, 1, 1, 1, true, RE, RE, 0, RE, HSIG, false, NO}, 112, "large.ir2"},
+      {{24, 72, 24, 3, 3, 1, 1, 1, 1, 1, 1, true, RE, RE, 0, RE, HSIG, true, NO}, 56, "large.ir3"},
       {{112, 672, 112, 3, 3, 1, 1, 1, 1, 1, 1, true, HS, HS, 168, RE, HSIG, true, NO}, 14, "large.ir12"},
       {{112, 672, 160, 5, 5, 2, 1, 2, 2, 2, 2, true, HS, HS, 168, RE, HSIG, false, NO}, 14, "large.ir13"},
       {{160, 960, 160, 5, 5, 1, 1, 2, 2, 2, 2, true, HS, HS, 240, RE, HSIG, true, NO}, 7, "large.ir14"}};

@@ -1,5 +1,6 @@
 // AVX-512 GEMM: 12 rows x 32 columns (2 panels) per microkernel, 24 zmm accumulators; the last
-// three panels of an odd count in 8 x 48 tiles (24 accumulators too).
+// three panels of an odd count in 8 x 48 tiles (24 accumulators too); outputs of at most 24
+// columns in the k-pair tiles of gemm_narrow_avx512.inc.
 #include <algorithm>
 
 #include "kernels/simd_avx512.h"
@@ -12,7 +13,9 @@ constexpr int kGemmOddNP = 3;
 constexpr int kGemmNP = 2;
 }  // namespace
 
+#define MNV3EXT_GEMM_NARROW 1
 #include "gemm.inc"
+#include "gemm_narrow_avx512.inc"
 
 const char* const gemm_tile_name = "gemm_12x32";
 
