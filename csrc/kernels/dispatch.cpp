@@ -11,7 +11,7 @@ namespace {
   KernelTable {                                                                             \
     #isa, isa::dwconv_nhwc_rows, isa::dwconv_nchw_planes, isa::plane_sum, isa::pixel_sum,  \
         isa::matvec, isa::scale_planes, isa::scale_pixels, isa::gemm_tiles,                 \
-        isa::gemm_tile_name                                                                 \
+        isa::gemm_tile_name, isa::stem_rows                                                 \
   }
 
 const KernelTable kScalar = MNV3EXT_TABLE(scalar);

@@ -88,10 +88,28 @@ struct GemmArgs {
 };
 
 // Rows [row_begin, row_end) x panels [panel_begin, panel_end) of a GEMM. Every element is
-// bias + its k products in k order, one rounding per FMA, whatever the tiling: results do not
+// bias + its k products, one rounding per FMA, in an order fixed by the ISA, n and k alone (k
+// order; AVX-512's narrow tiles sum even and odd k apart), whatever the tiling: results do not
 // depend on how the caller splits rows and panels.
 using GemmTilesFn = void (*)(const GemmArgs&, int64_t row_begin, int64_t row_end,
                              int64_t panel_begin, int64_t panel_end);
+
+// A dense (groups = 1) convolution; bottom/right padding is implied by out_h/out_w.
+struct ConvShape {
+  int64_t batch, in_c, in_h, in_w, out_c, out_h, out_w;
+  int kernel_h, kernel_w, stride_h, stride_w, dilation_h, dilation_w, pad_top, pad_left;
+  Activation activation;  // kNone, kRelu, kRelu6 or kHardswish
+};
+
+// A stem-shaped convolution read directly, without im2col or a GEMM: 3x3, stride 2, dilation 1,
+// at most kStemMaxInC input and kGemmPanel output channels, input channel c of pixel (y, x) of
+// image n at input[n * strides[0] + c * strides[1] + y * strides[2] + x] (unit x stride: NCHW
+// rows). Output rows [row_begin, row_end) (row = n * out_h + oy), NHWC (N, out_h, out_w, out_c)
+// contiguous. packed: pack_gemm_weights of the weight in (out_c, kh, kw, in_c) order. Null in an
+// ISA without one (conv2d_gemm's GEMM path runs such convolutions there).
+constexpr int64_t kStemMaxInC = 4;
+using StemRowsFn = void (*)(const ConvShape& shape, const float* input, const int64_t strides[4],
+                            const float* packed, float* output, int64_t row_begin, int64_t row_end);
 
 struct KernelTable {
   const char* name;
@@ -104,6 +122,7 @@ struct KernelTable {
   ScalePixelsFn scale_pixels;
   GemmTilesFn gemm_tiles;
   const char* gemm_tile_name;  // the main microkernel, e.g. "gemm_12x32" (rows x columns)
+  StemRowsFn stem_rows;        // null: no direct stem kernel
 };
 
 // A per-thread buffer of at least `floats` floats, valid until the thread's next call.
@@ -126,6 +145,7 @@ float* thread_scratch(int64_t floats);
   void scale_pixels(const float*, const float*, float*, int64_t, int64_t);                   \
   void gemm_tiles(const GemmArgs&, int64_t, int64_t, int64_t, int64_t);                      \
   extern const char* const gemm_tile_name;                                                   \
+  extern const StemRowsFn stem_rows;                                                         \
   }
 
 MNV3EXT_DECLARE_ISA_KERNELS(scalar)

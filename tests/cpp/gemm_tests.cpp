@@ -335,12 +335,13 @@ struct ConvCase {
   int kh, kw, sh, sw, dh, dw, pt, pl, pb, pr;
   Activation act;
   int layout;  // 0 NCHW, 1 NHWC, 2 NCHW with padded rows and planes, 3 CHWN-like permutation
+  bool special = false;  // NaN and +-Inf at a few input elements
 };
 
 std::string describe(const ConvCase& k) {
-  return fmt("conv N=%lld C=%lld H=%lld W=%lld OC=%lld k=%dx%d s=%d,%d d=%d,%d pad=%d,%d,%d,%d act=%s layout=%d",
+  return fmt("conv N=%lld C=%lld H=%lld W=%lld OC=%lld k=%dx%d s=%d,%d d=%d,%d pad=%d,%d,%d,%d act=%s layout=%d%s",
              (long long)k.n, (long long)k.c, (long long)k.h, (long long)k.w, (long long)k.oc, k.kh,
-             k.kw, k.sh, k.sw, k.dh, k.dw, k.pt, k.pl, k.pb, k.pr, activation_name(k.act), k.layout);
+             k.kw, k.sh, k.sw, k.dh, k.dw, k.pt, k.pl, k.pb, k.pr, activation_name(k.act), k.layout, k.special ? " NaN/Inf" : "");
 }
 
 void conv_strides(const ConvCase& k, int64_t s[4]) {
@@ -373,6 +374,10 @@ void run_conv_case(const ConvCase& k, const std::vector<std::string>& isas, uint
     for (int64_t c = 0; c < k.c; ++c)
       for (int64_t y = 0; y < k.h; ++y)
         for (int64_t x = 0; x < k.w; ++x) input[at(n, c, y, x)] = rng.uniform(-2.0f, 2.0f);
+  if (k.special && k.n > 0) {
+    const float values[] = {kNaN, kInf, -kInf};
+    for (float v : values) input[at(rng.below(k.n), rng.below(k.c), rng.below(k.h), rng.below(k.w))] = v;
+  }
   for (int64_t i = 0; i < weight.size; ++i) weight[i] = rng.uniform(-1.0f, 1.0f) / std::sqrt(float(K));
   for (int64_t i = 0; i < bias.size; ++i) bias[i] = rng.uniform(-1.0f, 1.0f);
   {  // packed in (out_c, kh, kw, in_c) order: NHWC taps, k = (ky * kw + kx) * in_c + c
@@ -453,6 +458,23 @@ std::vector<ConvCase> conv_cases(bool quick) {
     k.layout = i % 4;
     cases.push_back(k);
   }
+  // Stem-shaped convolutions (3x3, stride 2, NCHW rows: the direct stem kernel where the ISA
+  // has one, up to 4 input and 16 output channels; 5 and 17 go the GEMM path): rows across the
+  // kernel's 32- and 16-pixel steps, "same" and asymmetric padding, padded rows and planes.
+  const int64_t widths[] = {1, 2, 3, 5, 30, 31, 32, 33, 34, 63, 64, 65, 66, 97};
+  const int pads[][4] = {{1, 1, 1, 1}, {0, 0, 1, 1}, {2, 2, 0, 0}, {1, 0, 0, 2}};
+  int j = 0;
+  for (int64_t w : widths)
+    for (int64_t c : {1, 3, 4, 5})
+      for (int64_t oc : {1, 8, 16, 17}) {
+        const int* p = pads[j % 4];
+        ConvCase k{1 + j % 2, c, 1 + j % 5, w, oc, 3, 3, 2, 2, 1, 1, p[0], p[1], p[2], p[3], kActivations[j % 4],
+                   (j / 4) % 2 == 0 ? 0 : 2, j % 3 == 0};
+        while (k.h + k.pt + k.pb < 3) ++k.pb;
+        while (k.w + k.pl + k.pr < 3) ++k.pr;
+        if (!quick || j % 4 == 0) cases.push_back(k);
+        ++j;
+      }
   // The MobileNetV3 stem: 3 -> 16, 3x3 stride 2, pad 1, hardswish, NCHW and NHWC.
   cases.push_back(ConvCase{2, 3, 57, 57, 16, 3, 3, 2, 2, 1, 1, 1, 1, 1, 1, Activation::kHardswish, 0});
   cases.push_back(ConvCase{1, 3, 56, 56, 16, 3, 3, 2, 2, 1, 1, 1, 1, 1, 1, Activation::kHardswish, 1});

@@ -14,5 +14,6 @@ constexpr int kGemmNP = 1;
 #include "gemm.inc"
 
 const char* const gemm_tile_name = "gemm_6x16";
+const StemRowsFn stem_rows = nullptr;  // conv2d_gemm's GEMM path runs the stem
 
 }  // namespace mnv3ext::neon

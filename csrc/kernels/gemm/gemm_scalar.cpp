@@ -8,6 +8,7 @@
 namespace mnv3ext::scalar {
 
 const char* const gemm_tile_name = "gemm_4x16";
+const StemRowsFn stem_rows = nullptr;  // conv2d_gemm's GEMM path runs the stem
 
 namespace {
 

@@ -217,7 +217,20 @@ void conv2d_gemm(const ConvShape& s, const float* input, const int64_t in_stride
       }
     asm volatile("" : : "r"(sums) : "memory");  // the reads are the point, not the sums
   };
+  // The ISA's direct stem kernel where it has one and the shape is the stem's.
+  const bool stem = kernels.stem_rows && s.kernel_h == 3 && s.kernel_w == 3 && s.stride_h == 2 &&
+                    s.stride_w == 2 && s.dilation_h == 1 && s.dilation_w == 1 && sw == 1 &&
+                    C <= kStemMaxInC && s.out_c <= kGemmPanel;
   auto body = [&](int64_t r0, int64_t r1) {
+    if (stem) {
+      for (int64_t r = r0; r < r1;) {
+        const int64_t end = std::min({r1, r + kRowsPerRead, (r / s.out_h + 1) * s.out_h});
+        read_rows_of(r, end);
+        kernels.stem_rows(s, input, in_strides, packed, output, r, end);
+        r = end;
+      }
+      return;
+    }
     float* col = im2col_buffer(s.out_w * k);
     int64_t read_until = r0;  // the input of output rows before this one has been read
     for (int64_t r = r0; r < r1; ++r) {

@@ -22,12 +22,6 @@ void check_gemm_args(const GemmArgs& args);
 // thread count).
 void gemm(const GemmArgs& args, int threads);
 
-struct ConvShape {
-  int64_t batch, in_c, in_h, in_w, out_c, out_h, out_w;
-  int kernel_h, kernel_w, stride_h, stride_w, dilation_h, dilation_w, pad_top, pad_left;
-  Activation activation;  // kNone, kRelu, kRelu6 or kHardswish
-};
-
 ConvShape make_conv_shape(int64_t batch, int64_t in_c, int64_t in_h, int64_t in_w, int64_t out_c,
                           int kernel_h, int kernel_w, int stride_h, int stride_w, int dilation_h,
                           int dilation_w, int pad_top, int pad_left, int pad_bottom,
