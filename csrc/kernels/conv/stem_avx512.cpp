@@ -8,7 +8,7 @@
 // register once for both, and the sums are transposed to NHWC at the end. The GEMM path
 // broadcasts one input value per FMA through a tap offset table instead: a warm 224x224 stem
 // took 95 us there against 86 here (`mnv3ext_gemm_bench stem`). In a model the image comes from
-// memory, which bounds both: 107 -> 103 us inside Large, 90 -> 80 inside Small.
+// memory: see RowFetch.
 //
 // Each output is bias + its 27 (in_c x 9) products in (ky, c, kx) order, whatever rows a
 // thread runs; taps outside the image multiply zeros (as the GEMM path's im2col does).
@@ -93,11 +93,37 @@ void stem_pixels(const float* const* rows, int64_t in_c, const float* packed, in
   }
 }
 
+// A model's stem finds its image (and often its output buffer) out of cache on every call. While
+// a row computes, the lines of the row kRowsAhead further down are fetched a few per step: its
+// two new input rows per channel (stride 2) and its output row. (A read-ahead pass over 16
+// rows' input before computing them, the GEMM path's way, leaves the core idle meanwhile: the
+// stem inside Large took 113-116 us that way, 97 us with these fetches.)
+constexpr int64_t kRowsAhead = 4;
+
+struct RowFetch {
+  const char* begin[2 * kStemMaxInC + 1];
+  int64_t lines[2 * kStemMaxInC + 1];
+  int extents = 0, at = 0;
+  int64_t line = 0, total = 0;
+  void add(const float* first, int64_t floats) {
+    begin[extents] = reinterpret_cast<const char*>(first);
+    lines[extents] = (floats * 4 + 63) / 64;
+    total += lines[extents++];
+  }
+  void issue(int64_t count) {
+    for (; count > 0 && at < extents; --count) {
+      _mm_prefetch(begin[at] + line * 64, _MM_HINT_T0);
+      if (++line == lines[at]) line = 0, ++at;
+    }
+  }
+};
+
 template <Activation A>
 void stem_rows_t(const ConvShape& s, const float* input, const int64_t strides[4], const float* packed,
                  float* output, int64_t row_begin, int64_t row_end) {
   const int64_t C = s.in_c, OW = s.out_w;
   const float* rows[3 * kStemMaxInC];
+  const int64_t steps = (OW + 2 * kLanes - 1) / (2 * kLanes) + 1;  // at most, per row
   for (int64_t r = row_begin; r < row_end; ++r) {
     const int64_t n = r / s.out_h, oy = r % s.out_h;
     for (int ky = 0; ky < 3; ++ky) {
@@ -106,13 +132,25 @@ void stem_rows_t(const ConvShape& s, const float* input, const int64_t strides[4
         rows[ky * kStemMaxInC + c] = iy < 0 || iy >= s.in_h ? nullptr
                                                             : input + n * strides[0] + c * strides[1] + iy * strides[2];
     }
+    RowFetch fetch;
+    if (oy + kRowsAhead < s.out_h) {
+      const int64_t iy = (oy + kRowsAhead) * 2 - s.pad_top;
+      for (int64_t c = 0; c < C; ++c)
+        for (int64_t y = std::max<int64_t>(0, iy + 1); y <= std::min(s.in_h - 1, iy + 2); ++y)
+          fetch.add(input + n * strides[0] + c * strides[1] + y * strides[2], s.in_w);
+    }
+    if (r + kRowsAhead < row_end) fetch.add(output + (r + kRowsAhead) * OW * s.out_c, OW * s.out_c);
+    const int64_t per_step = (fetch.total + steps - 1) / steps;
     float* out = output + r * OW * s.out_c;
     // Steps of 32 pixels, then of 16; the last one moved back to end at the row's end (its
     // overlap is recomputed with the same arithmetic), or fewer when the row is narrower.
     int64_t ox = 0;
-    for (; ox + 2 * kLanes <= OW; ox += 2 * kLanes)
+    for (; ox + 2 * kLanes <= OW; ox += 2 * kLanes) {
+      fetch.issue(per_step);
       stem_pixels<A, 2>(rows, C, packed, 2 * ox - s.pad_left, s.in_w, out + ox * s.out_c, s.out_c, 2 * kLanes);
+    }
     for (; ox < OW; ox += kLanes) {
+      fetch.issue(per_step);
       const int64_t start = OW >= kLanes ? std::min(ox, OW - kLanes) : 0;
       stem_pixels<A, 1>(rows, C, packed, 2 * start - s.pad_left, s.in_w, out + start * s.out_c, s.out_c,
                         int(std::min<int64_t>(kLanes, OW)));

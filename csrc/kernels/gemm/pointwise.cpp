@@ -222,10 +222,10 @@ void conv2d_gemm(const ConvShape& s, const float* input, const int64_t in_stride
                     s.stride_w == 2 && s.dilation_h == 1 && s.dilation_w == 1 && sw == 1 &&
                     C <= kStemMaxInC && s.out_c <= kGemmPanel;
   auto body = [&](int64_t r0, int64_t r1) {
-    if (stem) {
+    if (stem) {  // per image: its first rows' input read ahead, the kernel fetches the rest
       for (int64_t r = r0; r < r1;) {
-        const int64_t end = std::min({r1, r + kRowsPerRead, (r / s.out_h + 1) * s.out_h});
-        read_rows_of(r, end);
+        const int64_t end = std::min(r1, (r / s.out_h + 1) * s.out_h);
+        read_rows_of(r, std::min(end, r + kRowsPerRead));
         kernels.stem_rows(s, input, in_strides, packed, output, r, end);
         r = end;
       }
