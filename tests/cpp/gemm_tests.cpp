@@ -276,7 +276,7 @@ void run_gemm_case(const GemmCase& g, const std::vector<std::string>& isas, uint
 }
 
 std::vector<GemmCase> gemm_cases(bool quick) {
-  std::vector<int64_t> ms, ks, ns = {1, 7, 8, 9, 15, 16, 17, 23, 24, 25, 31, 32, 33, 48, 72, 80};  // <= 24: narrow tiles; 80: pairs + the odd group
+  std::vector<int64_t> ms, ks, ns = {1, 7, 8, 9, 15, 16, 17, 23, 24, 25, 31, 32, 33, 39, 40, 41, 48, 72, 80};  // <= 24, 33-40: narrow tiles; 80: pairs + the odd group
   for (int64_t m = 1; m <= 25; ++m) ms.push_back(m);
   for (int64_t m : {35, 36, 37, 47, 48, 49}) ms.push_back(m);
   for (int64_t k = 1; k <= 20; ++k) ks.push_back(k);
@@ -316,7 +316,7 @@ std::vector<GemmCase> gemm_cases(bool quick) {
           cases.push_back(GemmCase{m, 9, n, 9, n, n, bool(flags & 1), bool(flags & 2), true,
                                    m > 4 ? 4 : 1, act, 2});
   // Narrow outputs at the largest k of the k-pair tiles and just past it (the main tiles).
-  for (int64_t n : {8, 16, 24})
+  for (int64_t n : {8, 16, 24, 40})
     for (int64_t k : {255, 256, 257})
       cases.push_back(GemmCase{13, k, n, k, n, n, true, k % 2 == 1, true, 5, Activation::kHardswish, n == 16 ? 1 : 0});
   // Large enough for gemm() to split rows (many rows) and panels (few rows, many columns).

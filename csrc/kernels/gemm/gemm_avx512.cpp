@@ -1,6 +1,6 @@
 // AVX-512 GEMM: 12 rows x 32 columns (2 panels) per microkernel, 24 zmm accumulators; the last
-// three panels of an odd count in 8 x 48 tiles (24 accumulators too); outputs of at most 24
-// columns in the k-pair tiles of gemm_narrow_avx512.inc.
+// three panels of an odd count in 8 x 48 tiles (24 accumulators too); narrow outputs (n <= 24,
+// 33..40) in the k-pair tiles of gemm_narrow_avx512.inc.
 #include <algorithm>
 
 #include "kernels/simd_avx512.h"
