@@ -85,6 +85,10 @@ struct GemmArgs {
   // null, or A[i, kk] = a[i * lda + a_offsets[kk]] instead (a convolution's taps read in place);
   // not with scale.
   const int64_t* a_offsets = nullptr;
+  // With scale: multiply the weights by it (a scaled copy of the packed weights per scale row)
+  // instead of A's rows: fewer products when the weights are smaller than A's rows per scale
+  // row. Rounds differently: A * (W * s) rather than (A * s) * W.
+  bool scale_weights = false;
 };
 
 // Rows [row_begin, row_end) x panels [panel_begin, panel_end) of a GEMM. Every element is

@@ -136,14 +136,15 @@ struct GemmCase {
   Activation act;
   int special;  // 0 random; 1 NaN / +-Inf in A; 2 activation edges (pre-activations around -3..6)
   bool offsets = false;  // A[i, kk] = a[i * lda + a_offsets[kk]] (taps read in place; no scale)
+  bool scale_weights = false;  // the scale applied to a copy of the weights instead of A's rows
 };
 
 std::string describe(const GemmCase& g) {
   return fmt("gemm m=%lld k=%lld n=%lld lda=%lld ldc=%lld ldr=%lld residual=%d scale=%d(rows %lld) "
-             "bias=%d act=%s special=%d offsets=%d",
+             "bias=%d act=%s special=%d offsets=%d scale_weights=%d",
              (long long)g.m, (long long)g.k, (long long)g.n, (long long)g.lda, (long long)g.ldc,
              (long long)g.ldr, g.residual, g.scale, (long long)g.scale_rows, g.bias,
-             activation_name(g.act), g.special, g.offsets);
+             activation_name(g.act), g.special, g.offsets, g.scale_weights);
 }
 
 // The offsets of the a_offsets variant: k values scattered (reversed, every third float) over a
@@ -206,7 +207,7 @@ void fill_gemm(const GemmCase& g, GemmData& d, uint64_t seed) {
 GemmArgs make_args(const GemmCase& g, const GemmData& d, float* c) {
   return GemmArgs{g.m, g.k, g.n, d.a.data, g.lda, d.packed.data, c, g.ldc,
                   g.residual ? d.residual.data : nullptr, g.ldr, g.scale ? d.scale.data : nullptr,
-                  g.scale_rows, g.act, g.offsets ? d.offsets.data() : nullptr};
+                  g.scale_rows, g.act, g.offsets ? d.offsets.data() : nullptr, g.scale && g.scale_weights};
 }
 
 // Checks rows [r0, r1) x columns [c0, c1) of c against the reference, and that every other
@@ -305,6 +306,7 @@ std::vector<GemmCase> gemm_cases(bool quick) {
         g.act = kActivations[(bits >> 15) & 3];
         g.special = (bits >> 17) % 8 == 0 ? 1 : ((bits >> 17) % 8 == 1 ? 2 : 0);
         g.offsets = !g.scale && (bits >> 20) % 4 == 0;
+        g.scale_weights = g.scale && (bits >> 22) % 2 == 0;
         if (g.offsets) g.lda = std::max(g.lda, row_span(g));
         cases.push_back(g);
       }

@@ -254,10 +254,12 @@ void inverted_residual(const BlockShape& b, const float* input, const float* pac
     se_gates(se, dw_image, packed + lay.se_fc1, packed + lay.se_b1, packed + lay.se_fc2, packed + lay.se_b2,
              gates, true, threads);
     const int64_t pixels = OH * OW;
-    const GemmArgs g{pixels, c.exp_c, c.out_c, dw_image, c.exp_c, packed + lay.project,
-                     output + n * pixels * c.out_c, c.out_c,
-                     c.has_residual ? input + n * pixels * c.in_c : nullptr, c.in_c, gates, pixels,
-                     c.project_act};
+    GemmArgs g{pixels, c.exp_c, c.out_c, dw_image, c.exp_c, packed + lay.project,
+               output + n * pixels * c.out_c, c.out_c,
+               c.has_residual ? input + n * pixels * c.in_c : nullptr, c.in_c, gates, pixels,
+               c.project_act};
+    // The gate goes into whichever is smaller: the image's depthwise output or the weights.
+    g.scale_weights = gemm_panels(c.out_c) * kGemmPanel < pixels;
     gemm(g, threads);
   }
 }
