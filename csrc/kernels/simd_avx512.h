@@ -46,6 +46,12 @@ inline Vec deinterleave2v(Vec lo, Vec hi) {
       _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
   return _mm512_permutex2var_ps(lo, idx, hi);
 }
+// The 16 odd-position floats of the 32 in (lo, hi).
+inline Vec deinterleave2v_odd(Vec lo, Vec hi) {
+  const __m512i idx =
+      _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+  return _mm512_permutex2var_ps(lo, idx, hi);
+}
 
 #include "simd_common.inc"
 

@@ -36,12 +36,10 @@ inline Vec load_row(const float* row, int64_t x0, int64_t width) {
 // The kx = 0, 1, 2 taps of 16 outputs whose input starts at x0: pixels x0 + 2i, x0 + 2i + 1 and
 // x0 + 2i + 2 of the row.
 inline void row_taps(const float* row, int64_t x0, int64_t width, Vec (&taps)[3]) {
-  const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-  const __m512i odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
   const Vec lo = load_row(row, x0, width), hi = load_row(row, x0 + kLanes, width);
   const Vec last = load_row(row, x0 + 2 * kLanes, std::min<int64_t>(width, x0 + 2 * kLanes + 1));
-  taps[0] = _mm512_permutex2var_ps(lo, even, hi);
-  taps[1] = _mm512_permutex2var_ps(lo, odd, hi);
+  taps[0] = deinterleave2v(lo, hi);
+  taps[1] = deinterleave2v_odd(lo, hi);
   taps[2] = _mm512_castsi512_ps(_mm512_alignr_epi32(_mm512_castps_si512(last), _mm512_castps_si512(taps[0]), 1));
 }
 
@@ -123,21 +121,23 @@ void stem_rows_t(const ConvShape& s, const float* input, const int64_t strides[4
                  float* output, int64_t row_begin, int64_t row_end) {
   const int64_t C = s.in_c, OW = s.out_w;
   const float* rows[3 * kStemMaxInC];
+  auto input_row = [&](int64_t n, int64_t c, int64_t y) {
+    return input + n * strides[0] + c * strides[1] + y * strides[2];
+  };
   const int64_t steps = (OW + 2 * kLanes - 1) / (2 * kLanes) + 1;  // at most, per row
   for (int64_t r = row_begin; r < row_end; ++r) {
     const int64_t n = r / s.out_h, oy = r % s.out_h;
     for (int ky = 0; ky < 3; ++ky) {
       const int64_t iy = oy * 2 - s.pad_top + ky;
       for (int64_t c = 0; c < C; ++c)
-        rows[ky * kStemMaxInC + c] = iy < 0 || iy >= s.in_h ? nullptr
-                                                            : input + n * strides[0] + c * strides[1] + iy * strides[2];
+        rows[ky * kStemMaxInC + c] = iy < 0 || iy >= s.in_h ? nullptr : input_row(n, c, iy);
     }
     RowFetch fetch;
     if (oy + kRowsAhead < s.out_h) {
       const int64_t iy = (oy + kRowsAhead) * 2 - s.pad_top;
       for (int64_t c = 0; c < C; ++c)
         for (int64_t y = std::max<int64_t>(0, iy + 1); y <= std::min(s.in_h - 1, iy + 2); ++y)
-          fetch.add(input + n * strides[0] + c * strides[1] + y * strides[2], s.in_w);
+          fetch.add(input_row(n, c, y), s.in_w);
     }
     if (r + kRowsAhead < row_end) fetch.add(output + (r + kRowsAhead) * OW * s.out_c, OW * s.out_c);
     const int64_t per_step = (fetch.total + steps - 1) / steps;
