@@ -7,8 +7,9 @@
 // (tap, output channel) is then one FMA per pixel vector with the weight broadcast into a
 // register once for both, and the sums are transposed to NHWC at the end. The GEMM path
 // broadcasts one input value per FMA through a tap offset table instead: a warm 224x224 stem
-// took 95 us there against 86 here (`mnv3ext_gemm_bench stem`). In a model the image comes from
-// memory: see RowFetch.
+// took 95 us there against 86 here (`mnv3ext_gemm_bench stem`; this and the numbers below:
+// 2026-12-02, AMD Zen 5 VM, docs/performance.md). In a model the image comes from memory: see
+// RowFetch.
 //
 // Each output is bias + its 27 (in_c x 9) products in (ky, c, kx) order, whatever rows a
 // thread runs; taps outside the image multiply zeros (as the GEMM path's im2col does).
