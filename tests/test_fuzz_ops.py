@@ -456,7 +456,14 @@ def se_tolerance(x, w1, b1, w2, b2, act, gate):
     e_gate = LIPSCHITZ[gate] * e2 + 8 * EPS
     tol = ax * e_gate[:, :, None, None] + TINY
     overflow = ((pooled * h * w).amax(1) > OVERFLOW_BOUND) | (a1.amax(1) > OVERFLOW_BOUND) | (a2.amax(1) > OVERFLOW_BOUND)
-    return tol, overflow[:, None, None, None].expand(x.shape)
+    # A gate within its float32 error of 0 may be exactly 0 in float32 (sigmoid(-600) is 0 there,
+    # ~1e-261 in float64; a hardsigmoid just above -3 rounds to 0): a non-finite input times it is
+    # Inf in float64 but Inf*0 = NaN in float32, as in eager float32 PyTorch.
+    d = [None if t is None else t.double() for t in (w1, b1, w2, b2)]
+    hidden = reference.apply_activation(act, F.linear(x.double().mean((2, 3)), d[0].flatten(1), d[1]))
+    gate64 = reference.apply_activation(gate, F.linear(hidden, d[2].flatten(1), d[3]))
+    underflow = (gate64.abs() <= e_gate)[:, :, None, None] & ~torch.isfinite(x)
+    return tol, overflow[:, None, None, None].expand(x.shape) | underflow
 
 
 @examples("squeeze_excite")
@@ -487,6 +494,21 @@ def test_fuzz_squeeze_excite(case):
         assert out.stride() == fake.stride(), f"strides {out.stride()} != fake kernel's {fake.stride()}"
         assert_untouched_and_unaliased(snap, out)
         assert_matches(out, ref, tol, excluded, "squeeze_excite")
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_squeeze_excite_gate_underflow_matches_float32_torch(isa):
+    """The case the float64 comparison must exclude: sigmoid(-579) is 0 in float32, so -Inf x gate is NaN."""
+    x = torch.zeros(2, 2, 1, 11)
+    x[1, :, 0, 1] = float("-inf")
+    w1, w2 = torch.tensor([[0.543, 0.0404]]), torch.tensor([[0.224], [0.552]])
+    b2 = torch.tensor([-578.798, 17.7221])
+    args = (x, w1, None, w2, b2, "relu", "sigmoid")
+    with mnv3ext.use_isa(isa):
+        out = torch.ops.mnv3ext.squeeze_excite(*args)
+    want = reference.squeeze_excite(*args)
+    assert torch.isnan(want[1, 0, 0, 1]) and want[1, 1, 0, 1] == float("-inf")
+    torch.testing.assert_close(out, want, equal_nan=True)
 
 
 def test_profile_is_known_and_every_isa_is_fuzzed():
