@@ -366,6 +366,10 @@ def _cases():
     # blocks, scaled down.
     cases.append(("whole-7x7-se", spec(64, 320, 64, k=5, se=80, residual=True), (2, 7, 7)))
     cases.append(("whole-14x13-se-s2", spec(48, 288, 56, k=5, stride=2, se=72), (1, 14, 13)))
+    # ... and with >= 16 channel tiles per thread, split by channel tiles instead (33 tiles:
+    # 16 + 17, the last one partial; 37: 18 + 19).
+    cases.append(("whole-7x7-se-channels", spec(40, 520, 48, k=3, se=32, se_gate="sigmoid"), (1, 7, 7)))
+    cases.append(("whole-9x8-se-channels-s2", spec(56, 584, 56, k=5, stride=2, se=40), (2, 9, 8)))
     return cases
 
 

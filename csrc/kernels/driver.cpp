@@ -215,10 +215,18 @@ void se_gates(const SeShape& s, const float* input, const float* fc1_weight,
     if (t == 1) body(0, blocks); else parallel_for(blocks, t, body);
   }
 
-  // 2. The two small FC layers per image (rows split over threads only when they are large).
-  const float inv_hw = 1.0f / float(HW);
-  for (int64_t n = 0; n < N; ++n) {
-    float* mean = pooled + n * C;
+  se_gates_from_sums(s, pooled, hidden, fc1_weight, fc1_bias, fc2_weight, fc2_bias, gates, threads);
+}
+
+void se_gates_from_sums(const SeShape& s, float* sums, float* hidden, const float* fc1_weight,
+                        const float* fc1_bias, const float* fc2_weight, const float* fc2_bias,
+                        float* gates, int threads) {
+  // The two small FC layers per image (rows split over threads only when they are large).
+  const KernelTable& kernels = active_kernels();
+  const int64_t C = s.channels, S = s.squeeze;
+  const float inv_hw = 1.0f / float(s.hw);
+  for (int64_t n = 0; n < s.batch; ++n) {
+    float* mean = sums + n * C;
     for (int64_t c = 0; c < C; ++c) mean[c] *= inv_hw;
     se_fc(kernels, fc1_weight, fc1_bias, mean, S, C, s.activation, hidden, threads);
     se_fc(kernels, fc2_weight, fc2_bias, hidden, C, S, s.gate, gates + n * C, threads);

@@ -41,6 +41,12 @@ void se_gates(const SeShape& shape, const float* input, const float* fc1_weight,
               const float* fc1_bias, const float* fc2_weight, const float* fc2_bias, float* gates,
               bool channels_last, int threads);
 
+// se_gates from the per-channel sums over the pixels, (N, C) (turned into the means in place);
+// hidden: S floats of scratch.
+void se_gates_from_sums(const SeShape& shape, float* sums, float* hidden, const float* fc1_weight,
+                        const float* fc1_bias, const float* fc2_weight, const float* fc2_bias,
+                        float* gates, int threads);
+
 // fc1: (S, C) + (S,) or null; fc2: (C, S) + (C,) or null; all row-major contiguous.
 void squeeze_excite(const SeShape& shape, const float* input, const float* fc1_weight,
                     const float* fc1_bias, const float* fc2_weight, const float* fc2_bias,

@@ -37,6 +37,10 @@ struct DwConvShape {
   int dilation_h, dilation_w;
   int pad_top, pad_left;  // bottom/right padding is implied by out_h/out_w
   Activation activation;   // kNone, kRelu, kRelu6 or kHardswish
+  // NHWC rows only: just channels [channel_begin, channel_end) are computed and written (the
+  // pixel stride stays `channels`), so threads can split a layer by channels; end < 0 = all.
+  int64_t channel_begin = 0, channel_end = -1;
+  int64_t channel_stop() const { return channel_end < 0 ? channels : channel_end; }
 };
 
 // Output rows [row_begin, row_end) of an NHWC conv; row index = n * out_h + oy.

@@ -349,9 +349,12 @@ std::vector<Case> cases(bool quick) {
   v.push_back({"stride2-k7", cfg(16, 32, 33, 7, 2, 1, {3, 2, 3, 4}, true, 8, false), 2, 15, 14, false});
   v.push_back({"k3x5", cfg(8, 16, 8, 3, 1, 1, {1, 2, 1, 2}, true, 0, true, A::kHardswish, A::kRelu, A::kNone,
                            A::kRelu, A::kHardsigmoid, 5), 1, 6, 7, false});
-  // SE blocks of MobileNetV3-Large's 14x14 and 7x7 stages: one band, enough work for 2 threads,
-  // so the expanded image is computed first (rows split) and the depthwise rows read it.
+  // SE blocks of MobileNetV3-Large's 14x14 and 7x7 stages: one band, enough work for 2 threads.
+  // With 30 channel tiles the expanded image is computed first (pixels split) and the depthwise
+  // rows read it; with 32 or more (the next three) each thread runs its channel tiles through
+  // expand, depthwise and the SE sums (520: a partial last tile).
   v.push_back({"se-whole-image-14", cfg(80, 480, 112, 3, 1, 1, same3, true, 120, false), 1, 14, 14, false});
+  v.push_back({"se-whole-image-520", cfg(40, 520, 48, 3, 1, 1, same3, true, 32, false), 2, 7, 7, false});
   v.push_back({"se-whole-image-s2", cfg(112, 672, 160, 5, 2, 1, same5, true, 168, false), 1, 14, 14, false});
   v.push_back({"se-whole-image-7-res", cfg(160, 960, 160, 5, 1, 1, same5, true, 240, true), 2, 7, 7, false});
   v.push_back({"plane1x1", cfg(16, 48, 16, 3, 1, 1, same3, true, 12, true), 2, 1, 1, false});

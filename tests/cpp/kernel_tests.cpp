@@ -127,6 +127,41 @@ void fix_padding(ConvCase& k) {
   while (k.w + k.pl + k.pr < int64_t(k.dw) * (k.kw - 1) + 1) ++k.pr;
 }
 
+// The NHWC rows kernel on a channel range (what threads splitting a block by channels run):
+// the range's channels bit-identical to the whole layer's, every other output float untouched.
+void check_channel_ranges(const DwConvShape& whole, const float* input, const float* packed,
+                          const float* expected, const std::string& what) {
+  const int64_t C = whole.channels, size = whole.batch * whole.out_h * whole.out_w * C;
+  std::vector<std::pair<int64_t, int64_t>> ranges;
+  for (int64_t b = 0; b < C; b += 16) {
+    ranges.push_back({b, std::min(C, b + 16)});
+    ranges.push_back({b, C});
+    if (b > 0) ranges.push_back({0, b});
+  }
+  if (C > 2) ranges.push_back({1, C - 1});
+  const uint32_t sentinel_bits = 0x7fc0beefu;  // a NaN no kernel produces
+  float sentinel;
+  std::memcpy(&sentinel, &sentinel_bits, sizeof sentinel);
+  for (const auto& [c0, c1] : ranges) {
+    DwConvShape part = whole;
+    part.channel_begin = c0;
+    part.channel_end = c1;
+    Buffer out(size);
+    std::fill(out.data, out.data + size, sentinel);
+    active_kernels().dwconv_nhwc_rows(part, input, packed, out.data, 0, whole.batch * whole.out_h);
+    int64_t bad = -1;
+    for (int64_t i = 0; i < size && bad < 0; ++i) {
+      const int64_t c = i % C;
+      const bool inside = c >= c0 && c < c1;
+      if (inside ? std::memcmp(&out[i], &expected[i], sizeof(float)) != 0
+                 : std::memcmp(&out[i], &sentinel_bits, sizeof(float)) != 0)
+        bad = i;
+    }
+    record(bad < 0, what + " [channels " + std::to_string(c0) + ".." + std::to_string(c1) +
+                        (bad < 0 ? "" : ": float " + std::to_string(bad) + " wrong") + "]");
+  }
+}
+
 void run_conv_case(const ConvCase& k, const std::vector<std::string>& isas, uint64_t seed) {
   const DwConvShape s = make_dwconv_shape(k.n, k.c, k.h, k.w, k.kh, k.kw, k.sh, k.sw, k.dh, k.dw,
                                           k.pt, k.pl, k.pb, k.pr, k.act);
@@ -232,6 +267,7 @@ void run_conv_case(const ConvCase& k, const std::vector<std::string>& isas, uint
       }
       record(std::memcmp(out1.data, out2.data, sizeof(float) * out_size) == 0,
              what + " [threads=2 differs from threads=1]");
+      if (channels_last) check_channel_ranges(s, input_nhwc.data, packed.data, out1.data, what);
       if (scalar_out[layout].empty()) {
         scalar_out[layout] = got;
       } else {

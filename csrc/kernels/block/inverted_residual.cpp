@@ -26,6 +26,9 @@ constexpr int64_t kBandBytes = 384 * 1024;
 constexpr int64_t kWholeImageBytes = 768 * 1024;
 // Below this many multiply-adds per thread, waking a worker costs more than it saves.
 constexpr int64_t kMinMacsPerThread = 400000;
+// A squeeze-excite block split over threads by channels needs this many 16-channel tiles per
+// thread: with fewer, each thread's narrower expand GEMM costs more than the fork-joins saved.
+constexpr int64_t kMinChannelTilesPerThread = 16;
 
 struct Scratch {
   std::vector<float> expanded, depthwise;
@@ -221,38 +224,64 @@ void inverted_residual(const BlockShape& b, const float* input, const float* pac
   }
   // Squeeze-excite: per image, the depthwise output in the calling thread's buffer (shared by
   // the workers of this call), the gate, then the projection with the gate as input scale.
-  thread_local std::vector<float> dw_image_buffer, gate_buffer, expanded_buffer;
+  thread_local std::vector<float> dw_image_buffer, gate_buffer, expanded_buffer, sums_buffer;
   float* dw_image = grow(dw_image_buffer, OH * OW * c.exp_c);
   float* gates = grow(gate_buffer, c.exp_c);
   const SeShape se{1, c.exp_c, OH * OW, c.se_squeeze, c.se_act, c.se_gate};
+  const int64_t H = b.in_h, W = b.in_w, E = c.exp_c, channel_tiles = gemm_panels(E);
   const int t = threads_for(OH);
-  // Split over threads, bands of a small image would each expand their kernel-height halo again
-  // (a 7x7 image in two bands with a 5x5 kernel: 11 expanded rows for 7). When the whole image
-  // is one band anyway, its expanded pixels are computed once, split over the threads (by
-  // pixels: 7 rows split 4 + 3 left one thread idle for a seventh of the expand), into a shared
-  // buffer, and the depthwise rows read it.
-  const bool expand_first = c.has_expand && t > 1 && Geometry{b}.band_rows() == OH;
-  const int64_t H = b.in_h, W = b.in_w, E = c.exp_c;
-  float* expanded = expand_first ? grow(expanded_buffer, H * W * E) : nullptr;
+  // How the threads share an image's expand + depthwise pass:
+  // - bands of rows (run_rows), the way for large images;
+  // - when the whole image is one band anyway, bands would each expand their kernel-height
+  //   halo again (a 7x7 image in two bands with a 5x5 kernel: 11 expanded rows for 7), so:
+  //   - with many channels, by channel tiles: each thread expands its channels of every pixel,
+  //     runs their depthwise conv and sums them for the gate; nothing crosses between the
+  //     threads before the projection, in one fork-join instead of three;
+  //   - otherwise the expand split by pixels into a shared buffer, then the depthwise rows.
+  //     (With fewer channel tiles per thread, the split by channels' narrower expand GEMMs cost
+  //     more than the fork-joins saved; a depthwise pass alone split by channels after the
+  //     pixel-split expand read half its input from the other core and was slower.)
+  const bool one_band = c.has_expand && t > 1 && Geometry{b}.band_rows() == OH;
+  const bool by_channels = one_band && channel_tiles >= kMinChannelTilesPerThread * t;
+  const bool expand_first = one_band && !by_channels;
+  float* expanded = one_band ? grow(expanded_buffer, H * W * E) : nullptr;
+  float* sums = grow(sums_buffer, E + c.se_squeeze);
   const int expand_threads = threads_for_work(threads, H * W, H * W * c.in_c * E);
   const DwConvShape whole{1, E, H, W, OH, OW, c.kernel_h, c.kernel_w, c.stride, c.stride,
                           c.dilation, c.dilation, c.pad_top, c.pad_left, c.dw_act};
   for (int64_t n = 0; n < b.batch; ++n) {
-    if (expand_first) {
-      const float* image = input + n * H * W * c.in_c;
-      auto expand = [&](int64_t p0, int64_t p1) {
-        expand_pixels(b, lay, image, packed, p0, p1 - p0, expanded + p0 * E);
-      };
-      if (expand_threads == 1) expand(0, H * W); else parallel_for(H * W, expand_threads, expand);
-      parallel_for(OH, t, [&](int64_t r0, int64_t r1) {
-        active_kernels().dwconv_nhwc_rows(whole, expanded, packed + lay.dw, dw_image, r0, r1);
+    const float* image = input + n * H * W * c.in_c;
+    if (by_channels) {
+      parallel_for(channel_tiles, t, [&](int64_t t0, int64_t t1) {
+        const KernelTable& kernels = active_kernels();
+        const GemmArgs g{H * W, c.in_c, E, image, c.in_c, packed + lay.expand, expanded, E,
+                         nullptr, 0, nullptr, 1, c.expand_act};
+        kernels.gemm_tiles(g, 0, g.m, t0, t1);
+        DwConvShape part = whole;
+        part.channel_begin = t0 * kGemmPanel;
+        part.channel_end = std::min(E, t1 * kGemmPanel);
+        kernels.dwconv_nhwc_rows(part, expanded, packed + lay.dw, dw_image, 0, OH);
+        kernels.pixel_sum(dw_image + part.channel_begin, OH * OW, E, part.channel_end - part.channel_begin,
+                          sums + part.channel_begin);
       });
+      se_gates_from_sums(se, sums, sums + E, packed + lay.se_fc1, packed + lay.se_b1, packed + lay.se_fc2,
+                         packed + lay.se_b2, gates, threads);
     } else {
-      auto body = [&](int64_t r0, int64_t r1) { run_rows(b, lay, input, packed, output, n, r0, r1, dw_image); };
-      if (t == 1) body(0, OH); else parallel_for(OH, t, body);
+      if (expand_first) {
+        auto expand = [&](int64_t p0, int64_t p1) {
+          expand_pixels(b, lay, image, packed, p0, p1 - p0, expanded + p0 * E);
+        };
+        if (expand_threads == 1) expand(0, H * W); else parallel_for(H * W, expand_threads, expand);
+        parallel_for(OH, t, [&](int64_t r0, int64_t r1) {
+          active_kernels().dwconv_nhwc_rows(whole, expanded, packed + lay.dw, dw_image, r0, r1);
+        });
+      } else {
+        auto body = [&](int64_t r0, int64_t r1) { run_rows(b, lay, input, packed, output, n, r0, r1, dw_image); };
+        if (t == 1) body(0, OH); else parallel_for(OH, t, body);
+      }
+      se_gates(se, dw_image, packed + lay.se_fc1, packed + lay.se_b1, packed + lay.se_fc2, packed + lay.se_b2,
+               gates, true, threads);
     }
-    se_gates(se, dw_image, packed + lay.se_fc1, packed + lay.se_b1, packed + lay.se_fc2, packed + lay.se_b2,
-             gates, true, threads);
     const int64_t pixels = OH * OW;
     GemmArgs g{pixels, c.exp_c, c.out_c, dw_image, c.exp_c, packed + lay.project,
                output + n * pixels * c.out_c, c.out_c,
