@@ -39,6 +39,8 @@ struct DwConvShape {
   Activation activation;   // kNone, kRelu, kRelu6 or kHardswish
   // NHWC rows only: just channels [channel_begin, channel_end) are computed and written (the
   // pixel stride stays `channels`), so threads can split a layer by channels; end < 0 = all.
+  // channel_begin must be a multiple of kChannelAlign: the kernels read whole vectors of the
+  // packed rows from there on, which end at a multiple of it.
   int64_t channel_begin = 0, channel_end = -1;
   int64_t channel_stop() const { return channel_end < 0 ? channels : channel_end; }
 };

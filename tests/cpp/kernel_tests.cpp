@@ -127,18 +127,19 @@ void fix_padding(ConvCase& k) {
   while (k.w + k.pl + k.pr < int64_t(k.dw) * (k.kw - 1) + 1) ++k.pr;
 }
 
-// The NHWC rows kernel on a channel range (what threads splitting a block by channels run):
-// the range's channels bit-identical to the whole layer's, every other output float untouched.
+// The NHWC rows kernel on a channel range (what threads splitting a block by channels run;
+// ranges start at multiples of kChannelAlign): the range's channels bit-identical to the whole
+// layer's, every other output float untouched.
 void check_channel_ranges(const DwConvShape& whole, const float* input, const float* packed,
                           const float* expected, const std::string& what) {
   const int64_t C = whole.channels, size = whole.batch * whole.out_h * whole.out_w * C;
   std::vector<std::pair<int64_t, int64_t>> ranges;
-  for (int64_t b = 0; b < C; b += 16) {
-    ranges.push_back({b, std::min(C, b + 16)});
+  for (int64_t b = 0; b < C; b += kChannelAlign) {
+    ranges.push_back({b, std::min(C, b + kChannelAlign)});
     ranges.push_back({b, C});
     if (b > 0) ranges.push_back({0, b});
   }
-  if (C > 2) ranges.push_back({1, C - 1});
+  if (C > 17) ranges.push_back({16, C - 1});  // an end inside a tile, not at C
   const uint32_t sentinel_bits = 0x7fc0beefu;  // a NaN no kernel produces
   float sentinel;
   std::memcpy(&sentinel, &sentinel_bits, sizeof sentinel);

@@ -29,6 +29,7 @@ constexpr int64_t kMinMacsPerThread = 400000;
 // A squeeze-excite block split over threads by channels needs this many 16-channel tiles per
 // thread: with fewer, each thread's narrower expand GEMM costs more than the fork-joins saved.
 constexpr int64_t kMinChannelTilesPerThread = 16;
+static_assert(kGemmPanel % kChannelAlign == 0, "a channel tile must start where the depthwise kernels can");
 
 struct Scratch {
   std::vector<float> expanded, depthwise;
