@@ -246,7 +246,7 @@ void inverted_residual(const BlockShape& b, const float* input, const float* pac
   const bool by_channels = one_band && channel_tiles >= kMinChannelTilesPerThread * t;
   const bool expand_first = one_band && !by_channels;
   float* expanded = one_band ? grow(expanded_buffer, H * W * E) : nullptr;
-  float* sums = grow(sums_buffer, E + c.se_squeeze);
+  float* sums = by_channels ? grow(sums_buffer, E + c.se_squeeze) : nullptr;  // + fc1 outputs
   const int expand_threads = threads_for_work(threads, H * W, H * W * c.in_c * E);
   const DwConvShape whole{1, E, H, W, OH, OW, c.kernel_h, c.kernel_w, c.stride, c.stride,
                           c.dilation, c.dilation, c.pad_top, c.pad_left, c.dw_act};
