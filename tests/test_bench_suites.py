@@ -58,3 +58,17 @@ def test_gemm_row_lands_in_the_benchmark_json(tmp_path):
     row = benchmarks[0]["extra_info"]
     assert benchmarks[0]["group"] == "gemm rows" and row["threads"] == 1 and row["samples"] > 0
     assert row["ratio"] == row["ours_us"] / row["ort_us"] and row["max_rel_err"] < 1e-5
+
+
+def test_call_overhead_script_times_every_part():
+    """bench/call_overhead.py runs on the installed package and prints one row per part."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (os.path.dirname(os.path.dirname(mnv3ext.__file__)),
+                                                                 os.environ.get("PYTHONPATH", "")) if p))
+    done = subprocess.run([sys.executable, os.path.join(BENCH, "call_overhead.py"), "--model", "small", "--rounds", "3"],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    rows = [line for line in done.stdout.splitlines() if line.startswith("| ") and not line.startswith("| part")]
+    assert len(rows) == 9, done.stdout
+    for row in rows:
+        warm, cold = (float(v) for v in row.rstrip(" |").split("|")[-2:])
+        assert warm >= 0 and cold >= 0, row  # numbers, no timing asserted
