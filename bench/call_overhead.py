@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import argparse
 import operator
-import statistics
-import time
 
 import torch
 
@@ -18,23 +16,7 @@ from mnv3ext import ops
 from mnv3ext.bench.models import build_model
 from mnv3ext.nn import sequence
 
-
-class _NoRun:
-    """Stands in for the sequence's C++ plan: runs nothing."""
-
-    def run(self, *args):
-        pass
-
-
-def _median_us(call, sweep, rounds):
-    times = []
-    for _ in range(rounds):
-        if sweep is not None:
-            sweep.add_(1.0)
-        t0 = time.perf_counter_ns()
-        call()
-        times.append(time.perf_counter_ns() - t0)
-    return statistics.median(times) / 1e3
+from _call_path import kernels_stubbed, median_us, sweep_buffer
 
 
 def main() -> None:
@@ -48,32 +30,26 @@ def main() -> None:
     x = torch.randn(1, 3, 224, 224)
     model(x)
     seq = model.get_submodule("mnv3ext_sequence")
-    v = seq._validated
-    if v is None or not v.plain:
-        raise SystemExit("the model's sequence has no eager fast path for this input")
-    seq._validated = v._replace(entry=(_NoRun(),) + v.entry[1:])
     weights = seq._weights()
-    size, dense = v.entry[1], v.entry[2]
-    parts = {
-        "an empty call (the timing's own cost)": lambda: None,
-        "`optimize(m)(x)`, kernels stubbed": lambda: model(x),
-        "hooks unset (`no_module_hooks`)": lambda: sequence.no_module_hooks(seq),
-        "no tracer, mode or profiler (`ops._unobserved`)": ops._unobserved,
-        "input shape and strides as validated": lambda: (x.shape == v.shape, x.stride() == v.stride),
-        "program as validated": lambda: v.program == seq.program,
-        "the modules' weight tensors as validated": lambda: all(map(
-            operator.is_, map(dict.__getitem__, v.buffers, v.names), v.weights)),
-        "the weights' data pointers": lambda: list(map(torch.Tensor.data_ptr, weights)),
-        "the output's allocation": lambda: x.new_empty_strided(size, dense),
-    }
-    sweep = torch.empty(16 << 20)
-    try:
+    with kernels_stubbed(seq) as v:
+        size, dense = v.entry[1], v.entry[2]
+        parts = {
+            "an empty call (the timing's own cost)": lambda: None,
+            "`optimize(m)(x)`, kernels stubbed": lambda: model(x),
+            "hooks unset (`no_module_hooks`)": lambda: sequence.no_module_hooks(seq),
+            "no tracer, mode or profiler (`ops._unobserved`)": ops._unobserved,
+            "input shape and strides as validated": lambda: (x.shape == v.shape, x.stride() == v.stride),
+            "program as validated": lambda: v.program == seq.program,
+            "the modules' weight tensors as validated": lambda: all(map(
+                operator.is_, map(dict.__getitem__, v.buffers, v.names), v.weights)),
+            "the weights' data pointers": lambda: list(map(torch.Tensor.data_ptr, weights)),
+            "the output's allocation": lambda: x.new_empty_strided(size, dense),
+        }
+        sweep = sweep_buffer()
         print(f"MobileNetV3-{args.model}, batch 1, 1 thread; median µs over {args.rounds} calls")
         print("| part | warm | cold |\n|---|---|---|")
         for name, call in parts.items():
-            print(f"| {name} | {_median_us(call, None, args.rounds):.1f} | {_median_us(call, sweep, args.rounds):.1f} |")
-    finally:
-        seq._validated = v
+            print(f"| {name} | {median_us(call, args.rounds):.1f} | {median_us(call, args.rounds, sweep):.1f} |")
 
 
 if __name__ == "__main__":

@@ -11,8 +11,6 @@ guard check alone, the compiled model's call, and the op through ``torch.ops.mnv
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
 from torch._dynamo.eval_frame import _debug_get_cache_entry_list
@@ -21,23 +19,7 @@ import mnv3ext
 from mnv3ext import _sequence_ops
 from mnv3ext.bench.models import build_model
 
-
-class _NoRun:
-    """Stands in for the sequence's C++ plan on the eager fast path: runs nothing."""
-
-    def run(self, *args):
-        pass
-
-
-def _median_us(call, sweep, rounds):
-    times = []
-    for _ in range(rounds):
-        if sweep is not None:
-            sweep.add_(1.0)
-        t0 = time.perf_counter_ns()
-        call()
-        times.append(time.perf_counter_ns() - t0)
-    return statistics.median(times) / 1e3
+from _call_path import kernels_stubbed, median_us, sweep_buffer
 
 
 def main() -> None:
@@ -66,24 +48,18 @@ def main() -> None:
     op = torch.ops.mnv3ext.sequential.default
     real = _sequence_ops.run_checked
     _sequence_ops.run_checked = lambda entry, input, weights: out  # the kernels out of the way
-    validated = sequence._validated
-    if validated is None or not validated.plain:
-        raise SystemExit("the model's sequence has no eager fast path for this input")
-    sequence._validated = validated._replace(entry=(_NoRun(),) + validated.entry[1:])
     try:
-        sweep = torch.empty(16 << 20)
-        print(f"MobileNetV3-{args.model}: {info.num_guards_executed} guards; median µs over {args.rounds} calls")
-        print("| path | warm | cold |\n|---|---|---|")
-        for name, call in (("optimize(m)(x)", lambda: model(x)),
-                           ("Dynamo's guard check", lambda: guards.check(frame)),
-                           ("torch.compile(optimize(m))(x)", lambda: compiled(x)),
-                           ("torch.ops.mnv3ext.sequential", lambda: op(x, weights, program))):
-            warm = _median_us(call, None, args.rounds)
-            cold = _median_us(call, sweep, args.rounds)
-            print(f"| {name} | {warm:.1f} | {cold:.1f} |")
+        with kernels_stubbed(sequence):
+            sweep = sweep_buffer()
+            print(f"MobileNetV3-{args.model}: {info.num_guards_executed} guards; median µs over {args.rounds} calls")
+            print("| path | warm | cold |\n|---|---|---|")
+            for name, call in (("optimize(m)(x)", lambda: model(x)),
+                               ("Dynamo's guard check", lambda: guards.check(frame)),
+                               ("torch.compile(optimize(m))(x)", lambda: compiled(x)),
+                               ("torch.ops.mnv3ext.sequential", lambda: op(x, weights, program))):
+                print(f"| {name} | {median_us(call, args.rounds):.1f} | {median_us(call, args.rounds, sweep):.1f} |")
     finally:
         _sequence_ops.run_checked = real
-        sequence._validated = validated
 
 
 if __name__ == "__main__":
