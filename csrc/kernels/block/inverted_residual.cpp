@@ -68,13 +68,19 @@ struct Geometry {
 };
 
 // The 1x1 expand (+ bias + activation) of input pixels [pixel, pixel + pixels) of `image`
-// (NHWC) into `out` (pixels x exp_c).
-void expand_pixels(const BlockShape& b, const BlockLayout& lay, const float* image, const float* packed,
-                   int64_t pixel, int64_t pixels, float* out) {
+// (NHWC) into `out` (pixels x exp_c): the output channels of panels [panel_begin, panel_end).
+void expand_panels(const BlockShape& b, const BlockLayout& lay, const float* image, const float* packed,
+                   int64_t pixel, int64_t pixels, float* out, int64_t panel_begin, int64_t panel_end) {
   const BlockConfig& c = b.config;
   const GemmArgs g{pixels, c.in_c, c.exp_c, image + pixel * c.in_c, c.in_c, packed + lay.expand,
                    out, c.exp_c, nullptr, 0, nullptr, 1, c.expand_act};
-  active_kernels().gemm_tiles(g, 0, g.m, 0, gemm_panels(c.exp_c));
+  active_kernels().gemm_tiles(g, 0, g.m, panel_begin, panel_end);
+}
+
+// ... all output channels.
+void expand_pixels(const BlockShape& b, const BlockLayout& lay, const float* image, const float* packed,
+                   int64_t pixel, int64_t pixels, float* out) {
+  expand_panels(b, lay, image, packed, pixel, pixels, out, 0, gemm_panels(b.config.exp_c));
 }
 
 // Threads worth waking for `tasks` tasks of `macs` multiply-adds in all: at most `threads`, at
@@ -255,9 +261,7 @@ void inverted_residual(const BlockShape& b, const float* input, const float* pac
     if (by_channels) {
       parallel_for(channel_tiles, t, [&](int64_t t0, int64_t t1) {
         const KernelTable& kernels = active_kernels();
-        const GemmArgs g{H * W, c.in_c, E, image, c.in_c, packed + lay.expand, expanded, E,
-                         nullptr, 0, nullptr, 1, c.expand_act};
-        kernels.gemm_tiles(g, 0, g.m, t0, t1);
+        expand_panels(b, lay, image, packed, 0, H * W, expanded, t0, t1);
         DwConvShape part = whole;
         part.channel_begin = t0 * kGemmPanel;
         part.channel_end = std::min(E, t1 * kGemmPanel);
