@@ -62,12 +62,17 @@ def dwconv2d_packed(input, packed_weight, conv_params, activation):
                     activation)
 
 
+def se_gate(input: torch.Tensor, fc1_weight: torch.Tensor, fc1_bias: Optional[torch.Tensor],
+            fc2_weight: torch.Tensor, fc2_bias: Optional[torch.Tensor], activation: str, gate: str) -> torch.Tensor:
+    """The (N, C) gate of a squeeze-excite: gate(fc2(act(fc1(mean_hw(input)))))."""
+    hidden = apply_activation(activation, F.linear(input.mean((2, 3)), fc1_weight.flatten(1), fc1_bias))
+    return apply_activation(gate, F.linear(hidden, fc2_weight.flatten(1), fc2_bias))
+
+
 def squeeze_excite(input: torch.Tensor, fc1_weight: torch.Tensor, fc1_bias: Optional[torch.Tensor],
                    fc2_weight: torch.Tensor, fc2_bias: Optional[torch.Tensor],
                    activation: str, gate: str) -> torch.Tensor:
-    pooled = input.mean((2, 3))
-    hidden = apply_activation(activation, F.linear(pooled, fc1_weight.flatten(1), fc1_bias))
-    scale = apply_activation(gate, F.linear(hidden, fc2_weight.flatten(1), fc2_bias))
+    scale = se_gate(input, fc1_weight, fc1_bias, fc2_weight, fc2_bias, activation, gate)
     return input * scale[:, :, None, None]
 
 
@@ -129,9 +134,7 @@ def unpack_se_weights(packed: torch.Tensor, channels: int, squeeze: int):
 
 def se_gate_packed(input, packed_weights, squeeze, activation, gate):
     w1, b1, w2, b2 = (t.to(input.dtype) for t in unpack_se_weights(packed_weights, input.shape[1], squeeze))
-    pooled = input.mean((2, 3))
-    hidden = apply_activation(activation, F.linear(pooled, w1, b1))
-    return apply_activation(gate, F.linear(hidden, w2, b2))
+    return se_gate(input, w1, b1, w2, b2, activation, gate)
 
 
 _ACTIVATION_NAMES = ("none", "relu", "relu6", "hardswish", "hardsigmoid", "sigmoid")  # config codes
@@ -161,7 +164,7 @@ def inverted_residual(input, packed_weights, config):
     ``mnv3ext.ops.block_config``."""
     cin, e, cout, kh, kw, stride, dilation = config[0:7]
     pads = list(config[7:11])
-    has_expand, expand_act, dw_act, s, se_act, se_gate, residual, project_act = config[11:19]
+    has_expand, expand_act, dw_act, s, se_act, se_gate_code, residual, project_act = config[11:19]
     lay = _block_sections(config)
     p = packed_weights.to(input.dtype)
     x = input
@@ -173,8 +176,8 @@ def inverted_residual(input, packed_weights, config):
     if s:
         w1 = p[lay["se_fc1"]:lay["se_fc1"] + s * e].reshape(s, e)
         w2 = p[lay["se_fc2"]:lay["se_fc2"] + e * s].reshape(e, s)
-        hidden = apply_activation(_ACTIVATION_NAMES[se_act], F.linear(x.mean((2, 3)), w1, p[lay["se_b1"]:lay["se_b1"] + s]))
-        scale = apply_activation(_ACTIVATION_NAMES[se_gate], F.linear(hidden, w2, p[lay["se_b2"]:lay["se_b2"] + e]))
+        scale = se_gate(x, w1, p[lay["se_b1"]:lay["se_b1"] + s], w2, p[lay["se_b2"]:lay["se_b2"] + e],
+                        _ACTIVATION_NAMES[se_act], _ACTIVATION_NAMES[se_gate_code])
     weight, bias = unpack_gemm_weight(p[lay["project"]:lay["project"] + (-(-cout // 16)) * (1 + e) * 16], e, cout)
     return pointwise_conv2d(x, weight, bias, _ACTIVATION_NAMES[project_act], input if residual else None, scale)
 

@@ -459,9 +459,7 @@ def se_tolerance(x, w1, b1, w2, b2, act, gate):
     # A gate within its float32 error of 0 may be exactly 0 in float32 (sigmoid(-600) is 0 there,
     # ~1e-261 in float64; a hardsigmoid just above -3 rounds to 0): a non-finite input times it is
     # Inf in float64 but Inf*0 = NaN in float32, as in eager float32 PyTorch.
-    d = [None if t is None else t.double() for t in (w1, b1, w2, b2)]
-    hidden = reference.apply_activation(act, F.linear(x.double().mean((2, 3)), d[0].flatten(1), d[1]))
-    gate64 = reference.apply_activation(gate, F.linear(hidden, d[2].flatten(1), d[3]))
+    gate64 = reference.se_gate(x.double(), *(None if t is None else t.double() for t in (w1, b1, w2, b2)), act, gate)
     underflow = (gate64.abs() <= e_gate)[:, :, None, None] & ~torch.isfinite(x)
     return tol, overflow[:, None, None, None].expand(x.shape) | underflow
 
