@@ -1,12 +1,29 @@
-"""Shared by compile_overhead.py and call_overhead.py: an optimized model whose sequence runs no
-kernels (so only the Python call path is timed), and the warm / cold median timer."""
+"""Shared by compile_overhead.py and call_overhead.py: the optimized model on one thread, its
+sequence with the kernels stubbed out (so only the Python call path is timed), and the warm / cold
+median timer."""
 from __future__ import annotations
 
+import argparse
 import contextlib
 import statistics
 import time
 
 import torch
+
+import mnv3ext
+from mnv3ext.bench.models import build_model
+
+
+def optimized_model(description, rounds):
+    """Parses --model and --rounds (default `rounds`); one thread, no grad; returns the parsed
+    arguments, optimize(model) and a batch-1 input."""
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--model", choices=("large", "small"), default="large")
+    p.add_argument("--rounds", type=int, default=rounds)
+    args = p.parse_args()
+    torch.set_num_threads(1)
+    torch.set_grad_enabled(False)
+    return args, mnv3ext.optimize(build_model(args.model).eval()), torch.randn(1, 3, 224, 224)
 
 
 class NoRun:

@@ -6,28 +6,18 @@ and each check of its fast path (``FusedSequence.__call__``) alone, warm (back t
 """
 from __future__ import annotations
 
-import argparse
 import operator
 
 import torch
 
-import mnv3ext
 from mnv3ext import ops
-from mnv3ext.bench.models import build_model
 from mnv3ext.nn import sequence
 
-from _call_path import kernels_stubbed, median_us, sweep_buffer
+from _call_path import kernels_stubbed, median_us, optimized_model, sweep_buffer
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--model", choices=("large", "small"), default="large")
-    p.add_argument("--rounds", type=int, default=300)
-    args = p.parse_args()
-    torch.set_num_threads(1)
-    torch.set_grad_enabled(False)
-    model = mnv3ext.optimize(build_model(args.model).eval())
-    x = torch.randn(1, 3, 224, 224)
+    args, model, x = optimized_model(__doc__.split("\n")[0], rounds=300)
     model(x)
     seq = model.get_submodule("mnv3ext_sequence")
     weights = seq._weights()

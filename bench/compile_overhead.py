@@ -10,28 +10,17 @@ guard check alone, the compiled model's call, and the op through ``torch.ops.mnv
 """
 from __future__ import annotations
 
-import argparse
-
 import torch
 from torch._dynamo.eval_frame import _debug_get_cache_entry_list
 
-import mnv3ext
 from mnv3ext import _sequence_ops
-from mnv3ext.bench.models import build_model
 
-from _call_path import kernels_stubbed, median_us, sweep_buffer
+from _call_path import kernels_stubbed, median_us, optimized_model, sweep_buffer
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--model", choices=("large", "small"), default="large")
-    p.add_argument("--rounds", type=int, default=200)
-    args = p.parse_args()
-    torch.set_num_threads(1)
-    torch.set_grad_enabled(False)
-    model = mnv3ext.optimize(build_model(args.model).eval())
+    args, model, x = optimized_model(__doc__.split("\n")[0], rounds=200)
     compiled = torch.compile(model)
-    x = torch.randn(1, 3, 224, 224)
     out = model(x)
     for _ in range(3):
         compiled(x)
